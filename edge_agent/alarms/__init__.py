@@ -1,0 +1,142 @@
+"""From kernel flags to alarm and fault events, each episode with its own id.
+
+The engine holds the limit arrays of the site, runs the threshold kernel on each
+poll result, and turns every state change into an event: ``raised`` when a
+limit is reached, ``returned_to_normal`` when it clears. Active alarms come back
+from the buffer after a restart with the id they were raised with, so an alarm
+raised before a restart ends with the same id after it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from edge_agent.buffer import ActiveAlarm
+from edge_agent.core import new_state, threshold_step
+from edge_agent.records import Event, EventClass
+
+__all__ = ["AlarmEngine", "LimitSpec", "Outcome"]
+
+
+@dataclass(frozen=True, slots=True)
+class LimitSpec:
+    """One alarm limit of one channel, as the engine needs it."""
+
+    channel: str
+    level: int
+    direction: str  # "above" | "below"
+    setpoint: float
+    deadband: float
+    unit: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.channel}:{self.direction}:{self.level}"
+
+
+@dataclass
+class Outcome:
+    """What one judgement produced: events, and the active-alarm changes to store."""
+
+    events: list[Event] = field(default_factory=list)
+    raised: list[ActiveAlarm] = field(default_factory=list)
+    ended: list[str] = field(default_factory=list)
+
+    def extend(self, other: Outcome) -> None:
+        self.events += other.events
+        self.raised += other.raised
+        self.ended += other.ended
+
+
+def _new_id() -> str:
+    return uuid.uuid4().hex
+
+
+class AlarmEngine:
+    """Alarm limits and fault conditions of one site."""
+
+    def __init__(self, channels: Sequence[str], limits: Sequence[LimitSpec],
+                 fault_keys: Iterable[str] = (), restored: dict[str, ActiveAlarm] | None = None,
+                 new_id: Callable[[], str] = _new_id) -> None:
+        self.channels = {name: i for i, name in enumerate(channels)}
+        self.limits = list(limits)
+        self._new_id = new_id
+        self._channel = np.array([self.channels[x.channel] for x in limits], dtype=np.int64)
+        self._setpoint = np.array([x.setpoint for x in limits], dtype=np.float64)
+        self._above = np.array([x.direction == "above" for x in limits], dtype=np.bool_)
+        self._deadband = np.array([x.deadband for x in limits], dtype=np.float64)
+        self._active, self._changed = new_state(len(limits))
+        self._fault_keys = set(fault_keys)
+        self.active: dict[str, ActiveAlarm] = {}
+        self._orphans: list[ActiveAlarm] = []
+        for key, alarm in (restored or {}).items():
+            index = self._limit_index(key)
+            if index is not None:
+                self._active[index] = True
+            if index is not None or key in self._fault_keys:
+                self.active[key] = alarm
+            else:
+                self._orphans.append(alarm)
+
+    def _limit_index(self, key: str) -> int | None:
+        for i, limit in enumerate(self.limits):
+            if limit.key == key:
+                return i
+        return None
+
+    def withdraw_orphans(self, ts_ms: int) -> Outcome:
+        """End the restored alarms whose limit or device is no longer in the config."""
+        out = Outcome()
+        for alarm in self._orphans:
+            out.events.append(Event(ts_ms, alarm.cls, "withdrawn", alarm.alarm_id,  # type: ignore[arg-type]
+                                    alarm.key, {"reason": "no longer in the site config"}))
+            out.ended.append(alarm.key)
+        self._orphans.clear()
+        return out
+
+    def judge(self, values: dict[str, float], ts_ms: int) -> Outcome:
+        """Run the limits on one poll result (channel -> value, NaN if unknown)."""
+        vector = np.full(len(self.channels), np.nan)
+        for name, value in values.items():
+            vector[self.channels[name]] = value
+        out = Outcome()
+        if not threshold_step(vector, self._channel, self._setpoint, self._above,
+                              self._deadband, self._active, self._changed):
+            return out
+        for i in np.flatnonzero(self._changed):
+            limit = self.limits[i]
+            details = {"channel": limit.channel, "kind": "threshold", "level": limit.level,
+                       "direction": limit.direction, "setpoint": limit.setpoint,
+                       "deadband": limit.deadband, "value": values[limit.channel],
+                       "unit": limit.unit}
+            out.extend(self._transition("alarm", limit.key, bool(self._active[i]), ts_ms,
+                                        details))
+        return out
+
+    def fault(self, key: str, active: bool, ts_ms: int, details: dict[str, Any]) -> Outcome:
+        """Report a fault condition (e.g. ``gas1:comm_lost``); events only on a change."""
+        if key not in self._fault_keys:
+            raise KeyError(f"unknown fault {key!r}")
+        if active == (key in self.active):
+            return Outcome()
+        return self._transition("fault", key, active, ts_ms, details)
+
+    def _transition(self, cls: EventClass, key: str, active: bool, ts_ms: int,
+                    details: dict[str, Any]) -> Outcome:
+        out = Outcome()
+        if active:
+            alarm = ActiveAlarm(key, self._new_id(), cls, ts_ms)
+            self.active[key] = alarm
+            out.raised.append(alarm)
+            out.events.append(Event(ts_ms, cls, "raised", alarm.alarm_id, key, details))
+        else:
+            alarm = self.active.pop(key)
+            out.ended.append(key)
+            out.events.append(Event(ts_ms, cls, "returned_to_normal", alarm.alarm_id, key,
+                                    {**details, "raised_ts": alarm.raised_ms}))
+        return out

@@ -1,0 +1,216 @@
+"""The local store of samples and events: one SQLite file in WAL mode.
+
+Everything a poll cycle produced is committed in one transaction, together with
+the sequence counter and the active alarms, so a kill -9 or a power cut loses
+nothing committed and never leaves half a cycle. Rows leave only when the uplink
+has the broker's PUBACK for them. The buffer knows nothing of MQTT.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from edge_agent.records import Event, Quality, Sample
+
+__all__ = ["ActiveAlarm", "Buffer", "EventRow", "SampleRow"]
+
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class SampleRow:
+    seq: int
+    ts_ms: int
+    channel: str
+    unit: str
+    value: float | None
+    quality: Quality
+
+
+@dataclass(frozen=True, slots=True)
+class EventRow:
+    seq: int
+    body: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ActiveAlarm:
+    """An alarm or fault that is raised and not yet over; survives a restart."""
+
+    key: str
+    alarm_id: str
+    cls: str
+    raised_ms: int
+
+
+class Buffer:
+    """One connection to the buffer file; use one instance per thread."""
+
+    def __init__(self, path: Path, max_bytes: int = 256 * 2**20) -> None:
+        self.path = Path(path)
+        self.max_bytes = max_bytes
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, timeout=10, check_same_thread=False)
+        self.db = sqlite_utils.Database(conn)
+        # WAL lets the uplink read while the poller writes; FULL makes every
+        # committed cycle survive a power cut, at one fsync per cycle.
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self._create()
+        self._channel_ids: dict[tuple[str, str], int] = {}
+        self.evicted = 0
+
+    def _create(self) -> None:
+        db = self.db
+        with db.atomic():
+            db["meta"].create({"key": str, "value": int}, pk="key", if_not_exists=True)
+            db["channels"].create({"id": int, "name": str, "unit": str}, pk="id",
+                                  not_null={"name", "unit"}, if_not_exists=True)
+            db["channels"].create_index(["name", "unit"], unique=True, if_not_exists=True)
+            db["samples"].create(
+                {"seq": int, "ts_ms": int, "channel": int, "value": float, "quality": int},
+                pk="seq", not_null={"ts_ms", "channel", "quality"}, if_not_exists=True)
+            db["events"].create({"seq": int, "ts_ms": int, "body": str}, pk="seq",
+                                not_null={"ts_ms", "body"}, if_not_exists=True)
+            db["active_alarms"].create(
+                {"key": str, "alarm_id": str, "cls": str, "raised_ms": int}, pk="key",
+                if_not_exists=True)
+            db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?), "
+                       "('next_seq', 1)", [SCHEMA_VERSION])
+
+    # --- writing (the daemon's poll path) ----------------------------------------
+
+    def commit_cycle(self, samples: Sequence[Sample], events: Sequence[Event],
+                     raised: Iterable[ActiveAlarm] = (), ended: Iterable[str] = ()) -> int:
+        """Store one cycle's samples and events in one transaction; return the last seq.
+
+        ``raised`` and ``ended`` update the active alarms in the same
+        transaction, so the alarm state on disk always matches the events.
+        """
+        try:
+            return self._commit_cycle(samples, events, raised, ended)
+        except BaseException:
+            self._channel_ids.clear()  # ids cached inside a rolled-back transaction
+            raise
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """One write transaction, taking the write lock at its start.
+
+        A plain BEGIN reads first and upgrades later; when the uplink's
+        connection wrote in between, the upgrade fails at once with "database
+        is locked" instead of waiting for the busy timeout.
+        """
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+            self.db.execute("COMMIT")
+        except BaseException:
+            if self.db.conn.in_transaction:
+                self.db.conn.rollback()
+            raise
+
+    def _commit_cycle(self, samples: Sequence[Sample], events: Sequence[Event],
+                      raised: Iterable[ActiveAlarm], ended: Iterable[str]) -> int:
+        with self._writing():
+            seq = self._meta("next_seq")
+            if events:
+                self.db.conn.executemany(
+                    "INSERT INTO events(seq, ts_ms, body) VALUES (?, ?, ?)",
+                    [(seq + i, e.ts_ms, json.dumps(e.body(), separators=(",", ":")))
+                     for i, e in enumerate(events)])
+                seq += len(events)
+            if samples:
+                self.db.conn.executemany(
+                    "INSERT INTO samples(seq, ts_ms, channel, value, quality) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    [(seq + i, s.ts_ms, self._channel_id(s.channel, s.unit), s.value,
+                      int(s.quality)) for i, s in enumerate(samples)])
+                seq += len(samples)
+            self.db.conn.executemany(
+                "INSERT OR REPLACE INTO active_alarms VALUES (?, ?, ?, ?)",
+                [(a.key, a.alarm_id, a.cls, a.raised_ms) for a in raised])
+            self.db.conn.executemany("DELETE FROM active_alarms WHERE key = ?",
+                                     [(k,) for k in ended])
+            self.db.execute("UPDATE meta SET value = ? WHERE key = 'next_seq'", [seq])
+        return seq - 1
+
+    def _meta(self, key: str) -> int:
+        return int(self.db.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchone()[0])
+
+    def _channel_id(self, name: str, unit: str) -> int:
+        key = (name, unit)
+        if key not in self._channel_ids:
+            self.db.execute("INSERT OR IGNORE INTO channels(name, unit) VALUES (?, ?)", key)
+            self._channel_ids[key] = self.db.execute(
+                "SELECT id FROM channels WHERE name = ? AND unit = ?", key).fetchone()[0]
+        return self._channel_ids[key]
+
+    def enforce_quota(self) -> int:
+        """Evict the oldest telemetry while the file is over its quota; return rows evicted.
+
+        Events (alarms and faults) are never evicted to make room for telemetry.
+        """
+        evicted = 0
+        while self.used_bytes() > self.max_bytes:
+            with self._writing():
+                gone = self.db.execute(
+                    "DELETE FROM samples WHERE seq IN "
+                    "(SELECT seq FROM samples ORDER BY seq LIMIT 1000)").rowcount
+            if gone == 0:
+                break
+            evicted += gone
+        self.evicted += evicted
+        return evicted
+
+    def used_bytes(self) -> int:
+        pages = self.db.execute("PRAGMA page_count").fetchone()[0]
+        free = self.db.execute("PRAGMA freelist_count").fetchone()[0]
+        size = self.db.execute("PRAGMA page_size").fetchone()[0]
+        return int((pages - free) * size)
+
+    # --- reading (the uplink, the CLI, restarts) ----------------------------------
+
+    def active_alarms(self) -> dict[str, ActiveAlarm]:
+        rows = self.db.execute("SELECT key, alarm_id, cls, raised_ms FROM active_alarms")
+        return {row[0]: ActiveAlarm(*row) for row in rows}
+
+    def last_seq(self) -> int:
+        return self._meta("next_seq") - 1
+
+    def events_after(self, seq: int, limit: int) -> list[EventRow]:
+        rows = self.db.execute(
+            "SELECT seq, body FROM events WHERE seq > ? ORDER BY seq LIMIT ?", [seq, limit])
+        return [EventRow(s, json.loads(body)) for s, body in rows]
+
+    def samples_after(self, seq: int, limit: int) -> list[SampleRow]:
+        rows = self.db.execute(
+            "SELECT s.seq, s.ts_ms, c.name, c.unit, s.value, s.quality FROM samples s "
+            "JOIN channels c ON c.id = s.channel WHERE s.seq > ? ORDER BY s.seq LIMIT ?",
+            [seq, limit])
+        return [SampleRow(s, ts, name, unit, value, Quality(q))
+                for s, ts, name, unit, value, q in rows]
+
+    def delete(self, table: str, seqs: Iterable[int]) -> None:
+        """Remove delivered rows of ``events`` or ``samples``."""
+        if table not in ("events", "samples"):
+            raise ValueError(f"no table {table!r} to delete from")
+        with self._writing():
+            self.db.conn.executemany(f"DELETE FROM {table} WHERE seq = ?",  # noqa: S608
+                                     [(s,) for s in seqs])
+
+    def depth(self) -> dict[str, int]:
+        """Rows waiting for delivery, per table."""
+        return {t: self.db.execute(f"SELECT count(*) FROM {t}").fetchone()[0]  # noqa: S608
+                for t in ("events", "samples")}
+
+    def close(self) -> None:
+        self.db.close()

@@ -1,0 +1,80 @@
+"""The ``edge-agent`` command line: run the daemon, check configs, see a demo."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from edge_agent import __version__
+from edge_agent.config import FileError, LoadedConfig, load_config
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  help="Safety edge agent: polls gas and temperature sensors, raises alarms "
+                       "locally, buffers in SQLite and forwards over MQTT.")
+config_app = typer.Typer(no_args_is_help=True, help="Check site configs.")
+app.add_typer(config_app, name="config")
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+
+def _load_or_exit(path: Path) -> LoadedConfig:
+    try:
+        return load_config(path)
+    except FileError as exc:
+        err.print(f"[bold red]{path}: invalid config, {len(exc.problems)} "
+                  f"problem{'s' if len(exc.problems) != 1 else ''}:[/]")
+        for problem in exc.problems:
+            err.print(f"  [red]-[/] {escape(problem)}", highlight=False)
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def run(config: Path = typer.Option(..., "--config", "-c", help="site config (TOML)"),
+        log_level: str = typer.Option("info", help="debug, info, warning or error")) -> None:
+    """Run the agent until SIGTERM or Ctrl-C."""
+    from edge_agent import daemon, log
+
+    log.configure(log_level)
+    loaded = _load_or_exit(config)
+    try:
+        daemon.run(loaded)
+    except (sqlite3.OperationalError, PermissionError) as exc:
+        err.print(f"[bold red]cannot open the buffer {loaded.site.buffer.path}: {exc}[/]\n"
+                  "Check buffer.path in the config and that this user may write its directory.")
+        raise typer.Exit(1) from None
+
+
+@config_app.command("validate")
+def config_validate(path: Path = typer.Argument(..., help="site config (TOML)")) -> None:
+    """Check a site config with the daemon's own loader; list every problem."""
+    loaded = _load_or_exit(path)
+    site = loaded.site
+    limits = sum(len(c.limits) for d in site.devices for c in d.channels.values())
+    channels = sum(len(loaded.profiles.get(d.profile).registers) for d in site.devices)
+    out.print(f"[green]OK[/] {path}: gateway {site.gateway_id}, site {site.site_id}, "
+              f"{len(site.buses)} bus(es), {len(site.devices)} device(s), {channels} channels, "
+              f"{limits} alarm limits, config hash {loaded.hash[:12]}", highlight=False)
+
+
+@app.command()
+def demo(seconds: float = typer.Option(60.0, min=10, help="how long the demo runs"),
+         keep: bool = typer.Option(False, help="keep the demo's working directory")) -> None:
+    """Run three simulated sites, a private broker and the agent, with a live view."""
+    from edge_agent.demo import run_demo
+
+    raise typer.Exit(run_demo(seconds=seconds, keep=keep, console=out))
+
+
+@app.command()
+def version() -> None:
+    """Print the agent's version."""
+    out.print(__version__)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,300 @@
+"""The site config schema: field names are the TOML keys.
+
+Every model forbids unknown keys (a typo in a safety config must not pass
+silently) and is frozen. Checks that need the device profiles get them from the
+validation context, so that one pass reports every error of a file.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from edge_agent.validation import FileError
+
+_Strict = ConfigDict(extra="forbid", frozen=True)
+
+Name = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_\-]{0,31}$")]
+# Ids become MQTT topic levels: no wildcards, no separators.
+TopicId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")]
+
+
+def _relative_to_config(path: Path, info: ValidationInfo) -> Path:
+    base = (info.context or {}).get("base_dir")
+    return path if path.is_absolute() or base is None else Path(base) / path
+
+
+ConfigPath = Annotated[Path, AfterValidator(_relative_to_config)]
+
+
+# --- buses ----------------------------------------------------------------------
+
+class ModbusTcpBus(BaseModel):
+    """Modbus TCP: a device or a Modbus gateway on the plant network."""
+
+    model_config = _Strict
+
+    type: Literal["modbus-tcp"]
+    name: Name
+    host: str = Field(min_length=1)
+    port: int = Field(502, ge=1, le=65535)
+    timeout_ms: int = Field(1000, ge=10, le=60_000)
+
+
+Baudrate = Literal[1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200]
+
+
+class ModbusRtuBus(BaseModel):
+    """Modbus RTU on an RS-485 serial port; one transaction at a time on the line."""
+
+    model_config = _Strict
+
+    type: Literal["modbus-rtu"]
+    name: Name
+    port: str = Field(min_length=1, description="serial device, e.g. /dev/ttyUSB0")
+    baudrate: Baudrate = 9600
+    parity: Literal["N", "E", "O"] = "N"  # most sensors ship 8N1, the spec's default is 8E1
+    stopbits: Literal[1, 2] = 1
+    timeout_ms: int = Field(500, ge=10, le=60_000)
+
+
+class SerialBus(BaseModel):
+    """A raw serial line for devices that speak their own framed protocol."""
+
+    model_config = _Strict
+
+    type: Literal["serial"]
+    name: Name
+    port: str = Field(min_length=1)
+    baudrate: Baudrate = 9600
+    parity: Literal["N", "E", "O"] = "N"
+    stopbits: Literal[1, 2] = 1
+    timeout_ms: int = Field(500, ge=10, le=60_000)
+
+
+Bus = Annotated[ModbusTcpBus | ModbusRtuBus | SerialBus, Field(discriminator="type")]
+
+
+# --- devices, channels and alarm limits ------------------------------------------
+
+class Limit(BaseModel):
+    """One alarm limit: level 1 or 2, raised when the value reaches a setpoint.
+
+    ``above = 20`` alarms at value >= 20 (toxic and flammable gases, O2 high);
+    ``below = 19.5`` alarms at value <= 19.5 (O2 low). The alarm clears once the
+    value is back past the setpoint by more than ``deadband``, so that a reading
+    hovering at the setpoint does not chatter.
+    """
+
+    model_config = _Strict
+
+    level: Literal[1, 2]
+    above: float | None = None
+    below: float | None = None
+    deadband: float = Field(0.0, ge=0)
+
+    @model_validator(mode="after")
+    def _one_direction(self) -> Limit:
+        if (self.above is None) == (self.below is None):
+            raise ValueError("give exactly one of above = X or below = X")
+        return self
+
+    @property
+    def direction(self) -> Literal["above", "below"]:
+        return "above" if self.above is not None else "below"
+
+    @property
+    def setpoint(self) -> float:
+        return self.above if self.above is not None else self.below  # type: ignore[return-value]
+
+
+class Channel(BaseModel):
+    """Settings for one register of a device; every register is polled either way."""
+
+    model_config = _Strict
+
+    limits: list[Limit] = Field(default_factory=list, max_length=4)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Channel:
+        seen: dict[tuple[str, int], float] = {}
+        for limit in self.limits:
+            key = (limit.direction, limit.level)
+            if key in seen:
+                raise ValueError(f"two level-{limit.level} limits {limit.direction} a setpoint")
+            seen[key] = limit.setpoint
+        for direction, sign in (("above", 1), ("below", -1)):
+            l1, l2 = seen.get((direction, 1)), seen.get((direction, 2))
+            if l1 is not None and l2 is not None and sign * (l2 - l1) <= 0:
+                raise ValueError(f"the level-2 limit {direction} ({l2}) must be further "
+                                 f"{direction} than level 1 ({l1})")
+        highs = [v for (d, _), v in seen.items() if d == "above"]
+        lows = [v for (d, _), v in seen.items() if d == "below"]
+        if highs and lows and max(lows) >= min(highs):
+            raise ValueError(f"limits below ({max(lows)}) must be lower than limits above "
+                             f"({min(highs)})")
+        return self
+
+
+class Device(BaseModel):
+    """One field device on a bus, read with a profile from drivers/."""
+
+    model_config = _Strict
+
+    name: Name
+    bus: Name
+    unit_id: int = Field(ge=0, le=255, description="Modbus slave/unit id")
+    profile: str
+    poll_interval_s: float = Field(1.0, ge=0.1, le=3600)
+    channels: dict[str, Channel] = Field(default_factory=dict)
+
+    @field_validator("profile")
+    @classmethod
+    def _profile_exists(cls, name: str, info: ValidationInfo) -> str:
+        library = (info.context or {}).get("profiles")
+        if library is None:
+            return name
+        if name not in library.names():
+            close = difflib.get_close_matches(name, library.names(), n=1)
+            hint = f'; did you mean "{close[0]}"?' if close else ""
+            raise ValueError(f'no profile "{name}" in {library.directory}{hint} (there: '
+                             f'{", ".join(library.names()) or "none"})')
+        try:
+            library.get(name)
+        except FileError as exc:
+            raise ValueError(f'profile "{name}" is invalid: {exc.report()}') from None
+        return name
+
+    @model_validator(mode="after")
+    def _channels_exist(self, info: ValidationInfo) -> Device:
+        library = (info.context or {}).get("profiles")
+        if library is None:
+            return self
+        registers = [r.name for r in library.get(self.profile).registers]
+        unknown = [c for c in self.channels if c not in registers]
+        if unknown:
+            raise ValueError(f'channels {", ".join(unknown)}: profile "{self.profile}" has no '
+                             f'such register; it has {", ".join(registers)}')
+        return self
+
+
+# --- uplink and buffer ----------------------------------------------------------
+
+class Mqtt(BaseModel):
+    """The platform link. TLS with certificate verification is on unless turned off."""
+
+    model_config = _Strict
+
+    host: str = Field(min_length=1)
+    port: int | None = Field(None, ge=1, le=65535, description="default 8883 with TLS, else 1883")
+    tls: Literal["on", "off"] = "on"
+    ca_file: ConfigPath | None = Field(None, description="default: the system's CA store")
+    cert_file: ConfigPath | None = None
+    key_file: ConfigPath | None = None
+    username: str | None = None
+    password_file: ConfigPath | None = None
+    password_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    client_id: str | None = Field(None, min_length=1, max_length=128)
+    topic_prefix: str = "edge/v1/{site}/{gateway}"
+    keepalive_s: int = Field(30, ge=5, le=3600)
+    reconnect_max_s: float = Field(60.0, ge=0.5, le=3600)
+    inflight_window: int = Field(16, ge=1, le=1000)
+    telemetry_batch: int = Field(200, ge=1, le=5000, description="samples per telemetry message")
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _topic_prefix(cls, value: str) -> str:
+        if re.search(r"[+#\x00]", value) or value.startswith("/") or value.endswith("/"):
+            raise ValueError("must not contain + # or a leading/trailing /")
+        unknown = set(re.findall(r"\{([^}]*)\}", value)) - {"site", "gateway"}
+        if unknown:
+            raise ValueError(f"unknown placeholder {{{sorted(unknown)[0]}}}; use {{site}} and "
+                             "{gateway}")
+        return value
+
+    @model_validator(mode="after")
+    def _credentials(self) -> Mqtt:
+        if self.password_file and self.password_env:
+            raise ValueError("give password_file or password_env, not both")
+        if (self.password_file or self.password_env) and not self.username:
+            raise ValueError("a password needs a username")
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("a client certificate needs both cert_file and key_file")
+        if self.tls == "off" and (self.ca_file or self.cert_file):
+            raise ValueError('ca_file and cert_file need tls = "on"')
+        for name in ("ca_file", "cert_file", "key_file", "password_file"):
+            path = getattr(self, name)
+            if path is not None and not path.is_file():
+                raise ValueError(f"{name}: {path} does not exist or is not a file")
+        return self
+
+    @property
+    def effective_port(self) -> int:
+        return self.port or (8883 if self.tls == "on" else 1883)
+
+
+class Buffer(BaseModel):
+    """The local store of samples and events waiting for the uplink."""
+
+    model_config = _Strict
+
+    path: ConfigPath = Path("/var/lib/edge-agent/buffer.db")
+    max_bytes: int = Field(256 * 2**20, ge=2**20, description="hard quota for the database")
+
+
+# --- the site -------------------------------------------------------------------
+
+class SiteConfig(BaseModel):
+    """One gateway on one site: its buses, devices, alarm limits, uplink and buffer."""
+
+    model_config = _Strict
+
+    gateway_id: TopicId
+    site_id: TopicId
+    profiles_dir: ConfigPath | None = Field(None, description="default: the shipped drivers/")
+    buses: list[Bus] = Field(min_length=1)
+    devices: list[Device] = Field(min_length=1)
+    mqtt: Mqtt
+    buffer: Buffer = Buffer()
+
+    @model_validator(mode="after")
+    def _references(self) -> SiteConfig:
+        problems = _duplicates("bus name", [b.name for b in self.buses])
+        problems += _duplicates("device name", [d.name for d in self.devices])
+        buses = {b.name: b for b in self.buses}
+        for i, device in enumerate(self.devices):
+            bus = buses.get(device.bus)
+            if bus is None:
+                problems.append(f'devices[{i}].bus: no bus named "{device.bus}"; buses are '
+                                f"{', '.join(buses)}")
+            elif isinstance(bus, SerialBus):
+                problems.append(f'devices[{i}].bus: "{bus.name}" is a raw serial bus; a Modbus '
+                                "profile needs a modbus-tcp or modbus-rtu bus")
+            elif isinstance(bus, ModbusRtuBus) and not 1 <= device.unit_id <= 247:
+                problems.append(f"devices[{i}].unit_id: {device.unit_id} is not a Modbus RTU "
+                                "slave address (1-247; 0 is broadcast)")
+        problems += _duplicates("unit_id on one bus", [(d.bus, d.unit_id) for d in self.devices])
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+def _duplicates(what: str, values: list[Any]) -> list[str]:
+    seen, dupes = set(), []
+    for value in values:
+        if value in seen:
+            dupes.append(f"{what} {value!r} is used twice")
+        seen.add(value)
+    return dupes

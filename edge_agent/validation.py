@@ -1,0 +1,174 @@
+"""Load TOML into pydantic models and turn every error into a line that names the file,
+the key path, what is wrong and what is expected.
+
+Shared by the site config and the device profiles, so that a technician reads the
+same kind of message whatever file is wrong.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import tomllib
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class FileError(Exception):
+    """A file that cannot be used, with every problem found in it.
+
+    Attributes:
+        path: the file.
+        problems: one line per problem, each starting with the key path.
+    """
+
+    def __init__(self, path: Path | str, problems: Iterable[str]) -> None:
+        self.path = Path(path)
+        self.problems = list(problems)
+        super().__init__(self.report())
+
+    def report(self) -> str:
+        return "\n".join(f"{self.path}: {problem}" for problem in self.problems)
+
+
+def read_toml(path: Path) -> tuple[dict[str, Any], str]:
+    """Read a TOML file, or raise FileError saying why it cannot be read."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise FileError(path, ["file not found"]) from None
+    except IsADirectoryError:
+        raise FileError(path, ["is a directory, expected a TOML file"]) from None
+    except PermissionError:
+        raise FileError(path, ["permission denied; run as a user that can read it"]) from None
+    except UnicodeDecodeError as exc:
+        raise FileError(path, [f"not UTF-8 text ({exc.reason} at byte {exc.start})"]) from None
+    try:
+        return tomllib.loads(text), text
+    except tomllib.TOMLDecodeError as exc:
+        raise FileError(path, [f"TOML syntax error: {exc}"]) from None
+
+
+def validate(
+    model: type[M], data: Mapping[str, Any], *, path: Path, text: str = "",
+    context: dict[str, Any] | None = None,
+) -> M:
+    """Validate ``data`` as ``model``; on failure raise FileError listing every error."""
+    try:
+        return model.model_validate(data, context=context)
+    except ValidationError as exc:
+        problems = [describe(model, error, text) for error in exc.errors(include_url=False)]
+        raise FileError(path, problems) from None
+
+
+def describe(model: type[BaseModel], error: Any, text: str = "") -> str:
+    """One line for one pydantic error: ``key.path (line N): what is wrong``."""
+    where, allowed = _walk(model, error["loc"])
+    kind, message, value = error["type"], error["msg"], error.get("input")
+    if kind == "extra_forbidden":
+        key = str(error["loc"][-1])
+        what = f'unknown key "{key}"' + (_did_you_mean(key, allowed) or
+                                          " (a typo, or not an option of this version)")
+    elif kind == "missing":
+        what = "missing required key"
+    elif kind == "union_tag_invalid":
+        tags = re.findall(r"'([^']+)'", message.split("expected tags:")[-1])
+        what = f"{value.get('type')!r} is not one of {', '.join(tags)}" if isinstance(
+            value, dict) else message
+        what += _did_you_mean(str(value.get("type") if isinstance(value, dict) else ""), tags)
+    elif kind in ("value_error", "assertion_error"):
+        what = message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    else:
+        what = message.replace("Input should be", "should be")
+        if not isinstance(value, (dict, list)):
+            what += f" (got {value!r})"
+    line = _line_of(text, error["loc"])
+    return f"{where or '(top level)'}{f' (line {line})' if line else ''}: {what}"
+
+
+def _did_you_mean(word: str, choices: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f'; did you mean "{close[0]}"?' if close else ""
+
+
+def _walk(model: type[BaseModel], loc: tuple[Any, ...]) -> tuple[str, list[str]]:
+    """Follow ``loc`` through the model's annotations.
+
+    Returns the key path as a technician writes it (``devices[2].channels.co``),
+    without the discriminator tags pydantic puts in ``loc``, and the keys that
+    the model allows at the parent of the last element (for "did you mean").
+    """
+    path, here = "", model
+    allowed: list[str] = []
+    for part in loc:
+        here = _unwrap(here)
+        members = _union_members(here)
+        if members and isinstance(part, str):
+            tagged = {_tag(member): member for member in members}
+            if part in tagged:  # a discriminator tag, not a key
+                here = tagged[part]
+                continue
+        if isinstance(part, int):
+            path += f"[{part}]"
+            here = _item_type(here)
+            continue
+        path += f".{part}" if path else str(part)
+        if isinstance(here, type) and issubclass(here, BaseModel):
+            allowed = list(here.model_fields)
+            field = here.model_fields.get(part)
+            here = field.annotation if field else None
+        elif typing.get_origin(here) in (dict, Mapping):
+            allowed = []
+            here = typing.get_args(here)[1]
+        else:
+            here = None
+    return path, allowed
+
+
+def _unwrap(tp: Any) -> Any:
+    while typing.get_origin(tp) is typing.Annotated:
+        tp = typing.get_args(tp)[0]
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    if _is_union(tp) and len(args) == 1:  # Optional[X]
+        return _unwrap(args[0])
+    return tp
+
+
+def _is_union(tp: Any) -> bool:
+    return typing.get_origin(tp) in (typing.Union, types.UnionType)
+
+
+def _union_members(tp: Any) -> list[type[BaseModel]]:
+    if not _is_union(tp):
+        return []
+    return [m for m in typing.get_args(tp) if isinstance(m, type) and issubclass(m, BaseModel)]
+
+
+def _tag(member: type[BaseModel]) -> str:
+    field = member.model_fields.get("type")
+    args = typing.get_args(field.annotation) if field else ()
+    return str(args[0]) if args else member.__name__
+
+
+def _item_type(tp: Any) -> Any:
+    args = typing.get_args(tp)
+    return args[0] if typing.get_origin(tp) in (list, tuple) and args else None
+
+
+def _line_of(text: str, loc: tuple[Any, ...]) -> int | None:
+    """The line of the last key in ``loc``, when that key appears exactly once in the file."""
+    keys = [part for part in loc if isinstance(part, str)]
+    if not text or not keys:
+        return None
+    key = re.escape(keys[-1])
+    pattern = re.compile(rf"(?:^|[{{,])\s*[\"']?{key}[\"']?\s*=|^\s*\[+\s*[\w.]*\b{key}\s*\]+",
+                         re.MULTILINE)
+    lines = {text.count("\n", 0, m.end()) + 1 for m in pattern.finditer(text)}
+    return lines.pop() if len(lines) == 1 else None

@@ -1,0 +1,9 @@
+"""Simulated field devices built from the same drivers/ profiles as the agent.
+
+Never imports the daemon: the simulators stand where real devices would.
+"""
+
+from simulators.device import Scenario, SimulatedDevice, load_scenario
+from simulators.server import ModbusTcpSimulator
+
+__all__ = ["ModbusTcpSimulator", "Scenario", "SimulatedDevice", "load_scenario"]

@@ -1,0 +1,136 @@
+"""A Modbus TCP server (pymodbus) that serves simulated devices by unit id.
+
+It behaves like a device behind a Modbus gateway rather than like pymodbus'
+defaults: an address the profile does not define answers exception 02 (illegal
+data address), and a unit id nobody answers to stays silent, as on a real bus,
+instead of pymodbus' exception 04 (FIELD_NOTES.md §1, §2).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+
+from pymodbus.constants import ExcCodes
+from pymodbus.framer import FramerType
+from pymodbus.server import ModbusTcpServer
+from pymodbus.simulator import DataType, SimData, SimDevice
+
+from simulators.device import SimulatedDevice
+
+_FUNCTION = {3: "holding", 4: "input"}
+
+# pymodbus logs each request to an unknown id with a traceback (FIELD_NOTES.md §1).
+logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+
+
+async def _refuse(*_: object) -> ExcCodes:
+    return ExcCodes.DEVICE_FAILURE
+
+
+# Id 0 catches every id no simulated device has; _silence_unknown_ids then drops
+# its answer, so the client sees the silence of a real bus.
+_ANY_OTHER_ID = SimDevice(id=0, action=_refuse,
+                          simdata=[SimData(address=0, values=[0], datatype=DataType.REGISTERS)])
+
+
+class ModbusTcpSimulator:
+    """Serve ``devices`` on ``host:port``, in a thread with its own event loop."""
+
+    def __init__(self, devices: list[SimulatedDevice], host: str = "127.0.0.1",
+                 port: int = 5020) -> None:
+        ids = [d.unit_id for d in devices]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"unit ids must be unique on one server, got {ids}")
+        self.devices = {d.unit_id: d for d in devices}
+        self.host, self.port = host, port
+        self.requests = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._server: ModbusTcpServer | None = None
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+
+    # --- running ------------------------------------------------------------------
+
+    async def serve(self) -> None:
+        """Serve until cancelled (for callers that already run an event loop)."""
+        self._server = ModbusTcpServer(
+            [self._sim_device(d) for d in self.devices.values()] + [_ANY_OTHER_ID],
+            framer=FramerType.SOCKET, address=(self.host, self.port),
+            trace_packet=self._silence_unknown_ids)
+        await self._server.serve_forever(background=True)
+        self._ready.set()
+        try:
+            await self._server.serving
+        finally:
+            await self._server.shutdown()
+
+    def start(self) -> ModbusTcpSimulator:
+        """Start serving in a background thread; return once the port accepts."""
+        self._thread = threading.Thread(target=self._run, name=f"modbus-sim-{self.port}",
+                                        daemon=True)
+        self._thread.start()
+        self._ready.wait(10)
+        if self._error is not None or not self._ready.is_set():
+            raise RuntimeError(f"simulator on {self.host}:{self.port} did not start: "
+                               f"{self._error!r}")
+        return self
+
+    def _run(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        try:
+            self._task = self._loop.create_task(self.serve())
+            self._loop.run_until_complete(self._task)
+        except asyncio.CancelledError:
+            pass
+        except BaseException as exc:  # reported by start()
+            self._error = exc
+            self._ready.set()
+        finally:
+            self._loop.close()
+
+    def stop(self) -> None:
+        if self._loop is not None and self._thread is not None and self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._task.cancel)
+            self._thread.join(10)
+
+    def __enter__(self) -> ModbusTcpSimulator:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # --- behaviour ----------------------------------------------------------------
+
+    def _sim_device(self, device: SimulatedDevice) -> SimDevice:
+        addresses = [a for reg in device.profile.registers
+                     for a in range(reg.address, reg.address + reg.count)]
+        low, high = min(addresses), max(addresses)
+        defined = {(reg.function.value, a) for reg in device.profile.registers
+                   for a in range(reg.address, reg.address + reg.count)}
+
+        async def action(function_code: int, start_address: int, address: int, count: int,
+                         registers: list[int], set_values: object) -> ExcCodes | None:
+            self.requests += 1
+            function = _FUNCTION.get(function_code)
+            wanted = [(function, a) for a in range(address, address + count)]
+            if function is None or not all(key in defined for key in wanted):
+                return ExcCodes.ILLEGAL_ADDRESS
+            if set_values is not None:
+                return ExcCodes.ILLEGAL_FUNCTION  # read-only device for now
+            words = device.registers()
+            for key in wanted:
+                registers[key[1] - start_address] = words[key]
+            return None
+
+        return SimDevice(id=device.unit_id, action=action,
+                         simdata=[SimData(address=low, values=[0] * (high - low + 1),
+                                          datatype=DataType.REGISTERS)])
+
+    def _silence_unknown_ids(self, sending: bool, packet: bytes) -> bytes:
+        # MBAP header: transaction(2) protocol(2) length(2) unit(1), then the PDU.
+        if sending and len(packet) > 6 and packet[6] not in self.devices:
+            return b""
+        return packet
