@@ -111,7 +111,7 @@ class ModbusBus:
                 values.update(block.decode(await self._read(block, device.unit_id)))
         except DeviceError as exc:
             fault, error, quality = "device_error", str(exc), Quality.BAD
-        except (ModbusException, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, ModbusException, OSError) as exc:
             fault, error, quality = "comm_lost", f"{type(exc).__name__}: {exc}", Quality.COMM_LOST
         ts_ms = time.time_ns() // 1_000_000
         if error is None:

@@ -204,12 +204,12 @@ class Buffer:
         if table not in ("events", "samples"):
             raise ValueError(f"no table {table!r} to delete from")
         with self._writing():
-            self.db.conn.executemany(f"DELETE FROM {table} WHERE seq = ?",  # noqa: S608
+            self.db.conn.executemany(f"DELETE FROM {table} WHERE seq = ?",
                                      [(s,) for s in seqs])
 
     def depth(self) -> dict[str, int]:
         """Rows waiting for delivery, per table."""
-        return {t: self.db.execute(f"SELECT count(*) FROM {t}").fetchone()[0]  # noqa: S608
+        return {t: self.db.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
                 for t in ("events", "samples")}
 
     def close(self) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -34,8 +35,9 @@ def _load_or_exit(path: Path) -> LoadedConfig:
 
 
 @app.command()
-def run(config: Path = typer.Option(..., "--config", "-c", help="site config (TOML)"),
-        log_level: str = typer.Option("info", help="debug, info, warning or error")) -> None:
+def run(config: Annotated[Path, typer.Option("--config", "-c", help="site config (TOML)")],
+        log_level: Annotated[str, typer.Option(help="debug, info, warning or error")] = "info",
+        ) -> None:
     """Run the agent until SIGTERM or Ctrl-C."""
     from edge_agent import daemon, log
 
@@ -50,7 +52,7 @@ def run(config: Path = typer.Option(..., "--config", "-c", help="site config (TO
 
 
 @config_app.command("validate")
-def config_validate(path: Path = typer.Argument(..., help="site config (TOML)")) -> None:
+def config_validate(path: Annotated[Path, typer.Argument(help="site config (TOML)")]) -> None:
     """Check a site config with the daemon's own loader; list every problem."""
     loaded = _load_or_exit(path)
     site = loaded.site
@@ -62,8 +64,9 @@ def config_validate(path: Path = typer.Argument(..., help="site config (TOML)"))
 
 
 @app.command()
-def demo(seconds: float = typer.Option(60.0, min=10, help="how long the demo runs"),
-         keep: bool = typer.Option(False, help="keep the demo's working directory")) -> None:
+def demo(seconds: Annotated[float, typer.Option(min=10, help="how long the demo runs")] = 60.0,
+         keep: Annotated[bool, typer.Option(help="keep the demo's working directory")] = False,
+         ) -> None:
     """Run three simulated sites, a private broker and the agent, with a live view."""
     from edge_agent.demo import run_demo
 

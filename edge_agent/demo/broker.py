@@ -51,6 +51,7 @@ class Mosquitto:
                  persistent: bool = False) -> None:
         self.port = port or free_port()
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="edge-agent-mosquitto-"))
+        self.workdir.mkdir(parents=True, exist_ok=True)
         self.persistent = persistent
         self.proc: subprocess.Popen[bytes] | None = None
 

@@ -1,0 +1,41 @@
+# The README's two set-up commands: `make demo` and `make test`.
+# Each works on a fresh Debian machine (as root, or with sudo): it installs the
+# system packages that are missing, creates the virtualenv and installs the agent.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+SECONDS ?= 60
+
+.PHONY: demo test lint system-packages
+
+demo: $(VENV)/.installed
+	$(BIN)/edge-agent demo --seconds $(SECONDS)
+
+test: $(VENV)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/pytest
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check .
+
+# mosquitto: the demo's and the tests' broker; socat: pseudo-terminals for serial
+# tests; systemd: systemd-analyze checks the unit file; python3-venv: Debian's
+# python3 has no venv module without it.
+system-packages:
+	@missing=""; \
+	{ command -v mosquitto || [ -x /usr/sbin/mosquitto ]; } >/dev/null || missing="$$missing mosquitto"; \
+	command -v socat >/dev/null || missing="$$missing socat"; \
+	command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
+	$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || missing="$$missing python3-venv"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing system packages:$$missing"; \
+		$(SUDO) apt-get update && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends $$missing; \
+	fi
+
+$(VENV)/.installed: pyproject.toml | system-packages
+	[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@

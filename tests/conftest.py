@@ -1,0 +1,68 @@
+"""Shared fixtures: a real mosquitto per test, simulated Modbus devices, the agent as a
+real process, and the platform's view of what arrived.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from edge_agent.demo.broker import Mosquitto
+from edge_agent.demo.platform import PlatformSubscriber
+from edge_agent.profiles import ProfileLibrary
+from simulators import ModbusTcpSimulator, SimulatedDevice
+from tests.support import SITE, AgentProcess
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    """A persistent mosquitto on a free loopback port, stopped at the end."""
+    with Mosquitto(workdir=tmp_path / "broker", persistent=True) as running:
+        yield running
+
+
+@pytest.fixture
+def platform(broker: Mosquitto, request: pytest.FixtureRequest) -> Iterator[PlatformSubscriber]:
+    """The platform's subscriber; a persistent session, so it misses nothing across a
+    broker restart."""
+    subscriber = PlatformSubscriber(broker.port, client_id=f"platform-{request.node.name}"[:60],
+                                    clean_session=False).start()
+    yield subscriber
+    subscriber.stop()
+
+
+@pytest.fixture
+def gas_detector() -> SimulatedDevice:
+    """A 4-gas transmitter in clean air, every register pinned to an exact value."""
+    device = SimulatedDevice(ProfileLibrary().get("generic_4gas"), unit_id=1)
+    for name, value in {"o2": 20.9, "co": 2, "h2s": 0.0, "lel": 0.0, "temperature": -20.5,
+                        "humidity": 55.5, "run_hours": 70000}.items():
+        device.pin(name, value)
+    return device
+
+
+@pytest.fixture
+def modbus_server(gas_detector: SimulatedDevice) -> Iterator[ModbusTcpSimulator]:
+    from edge_agent.demo.broker import free_port
+
+    with ModbusTcpSimulator([gas_detector], port=free_port()) as server:
+        yield server
+
+
+@pytest.fixture
+def site_config(tmp_path: Path, broker: Mosquitto, modbus_server: ModbusTcpSimulator) -> Path:
+    path = tmp_path / "site.toml"
+    path.write_text(SITE.format(modbus_port=modbus_server.port, broker_port=broker.port,
+                                buffer=tmp_path / "buffer.db", interval=0.2))
+    return path
+
+
+@pytest.fixture
+def agent(site_config: Path) -> Iterator[AgentProcess]:
+    """The agent running on ``site_config``; killed at the end if still running."""
+    process = AgentProcess(site_config).start()
+    yield process
+    if process.proc is not None and process.proc.poll() is None:
+        process.kill()

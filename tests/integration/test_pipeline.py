@@ -1,0 +1,141 @@
+"""End to end: a simulated gas detector, the agent as a process, a real mosquitto."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edge_agent.demo.broker import Mosquitto
+from edge_agent.demo.platform import PlatformSubscriber
+from simulators import SimulatedDevice
+from tests.support import AgentProcess, buffered, last_seq, wait_until
+
+GATEWAY = "gw-test"
+
+
+def all_seqs(platform: PlatformSubscriber) -> list[int]:
+    """Every sequence number that reached the platform, duplicates included."""
+    seqs = []
+    for message in platform.messages:
+        if message.kind == "telemetry":
+            seqs += [s["seq"] for s in message.body["samples"]]
+        elif message.kind == "alarm":
+            seqs.append(message.body["seq"])
+    return seqs
+
+
+def first_arrival_order(platform: PlatformSubscriber, kind: str) -> list[int]:
+    seen, order = set(), []
+    for message in platform.of_kind(kind):
+        batch = ([s["seq"] for s in message.body["samples"]] if kind == "telemetry"
+                 else [message.body["seq"]])
+        for seq in batch:
+            if seq not in seen:
+                seen.add(seq)
+                order.append(seq)
+    return order
+
+
+def assert_complete(platform: PlatformSubscriber, buffer: Path) -> None:
+    """Everything the agent ever recorded reached the platform, in order per topic."""
+    assert buffered(buffer) == {"samples": 0, "events": 0}
+    assert set(all_seqs(platform)) == set(range(1, last_seq(buffer) + 1))
+    for kind in ("telemetry", "alarm"):
+        order = first_arrival_order(platform, kind)
+        assert order == sorted(order), f"{kind} arrived out of order"
+
+
+def test_samples_arrive_with_values_units_and_sequence(
+        agent: AgentProcess, platform: PlatformSubscriber, tmp_path: Path) -> None:
+    """Every register is decoded to the value the device holds, with its unit."""
+    view = platform.gateways[GATEWAY]
+    expected = {"gas1.o2": (20.9, "%VOL"), "gas1.co": (2, "ppm"), "gas1.h2s": (0, "ppm"),
+                "gas1.lel": (0, "%LEL"), "gas1.temperature": (-20.5, "°C"),
+                "gas1.humidity": (55.5, "%RH"), "gas1.run_hours": (70000, "h")}
+    assert platform.wait_for(lambda: set(expected) <= set(view.latest), 15), agent.log
+    for channel, (value, unit) in expected.items():
+        sample = view.latest[channel]
+        assert (value, unit, "good") == (sample["v"], sample["u"], sample["q"])
+    telemetry = platform.of_kind("telemetry")[0].body
+    assert (1, "site-test", GATEWAY) == (telemetry["v"], telemetry["site"], telemetry["gateway"])
+    assert platform.wait_for(lambda: view.status.get("state") == "online")
+    assert len(view.status["config_hash"]) == 64
+
+    assert 0 == agent.stop()
+    assert platform.wait_for(lambda: view.status.get("state") == "offline")
+    assert "stopped" == view.status["reason"]
+    assert_complete(platform, tmp_path / "buffer.db")
+
+
+def test_alarm_raised_and_returned_to_normal_with_one_id(
+        agent: AgentProcess, platform: PlatformSubscriber, gas_detector: SimulatedDevice,
+        tmp_path: Path) -> None:
+    """CO crossing level 1 raises an alarm; falling past the deadband ends it, same id."""
+    view = platform.gateways[GATEWAY]
+    assert platform.wait_for(lambda: "gas1.co" in view.latest, 15), agent.log
+    gas_detector.pin("co", 30)
+    assert platform.wait_for(lambda: "gas1.co:above:1" in view.active, 10), agent.log
+    raised = view.active["gas1.co:above:1"]
+    assert ("alarm", "raised", "gas1.co", 1, "above", 24, 30, "ppm") == (
+        raised["class"], raised["transition"], raised["channel"], raised["level"],
+        raised["direction"], raised["setpoint"], raised["value"], raised["unit"])
+    assert "gas1.co:above:2" not in view.active
+
+    gas_detector.pin("co", 23)  # at the edge of the 1 ppm deadband: still in alarm
+    assert platform.wait_for(lambda: view.latest["gas1.co"]["v"] == 23, 10)
+    assert "gas1.co:above:1" in view.active
+    gas_detector.pin("co", 22)
+    assert platform.wait_for(lambda: "gas1.co:above:1" not in view.active, 10)
+    ended = view.events[-1]
+    assert ("returned_to_normal", raised["id"], 22) == (ended["transition"], ended["id"],
+                                                         ended["value"])
+    assert 0 == agent.stop()
+    assert_complete(platform, tmp_path / "buffer.db")
+
+
+def test_broker_outage_loses_nothing_and_alarms_overtake_the_backlog(
+        agent: AgentProcess, platform: PlatformSubscriber, broker: Mosquitto,
+        gas_detector: SimulatedDevice, tmp_path: Path) -> None:
+    """Stop the broker, raise an alarm while it is away, bring it back: all arrives."""
+    buffer = tmp_path / "buffer.db"
+    view = platform.gateways[GATEWAY]
+    assert platform.wait_for(lambda: len(view.sample_seqs) >= 14, 15), agent.log
+    broker.stop()
+    # Wait for a backlog of samples polled while the broker is away, then an alarm.
+    wait_until(lambda: buffered(buffer)["samples"] >= 70, 20, "a backlog in the buffer")
+    gas_detector.pin("co", 200)
+    wait_until(lambda: buffered(buffer)["events"] >= 2, 10, "alarms buffered offline")
+    wait_until(lambda: buffered(buffer)["samples"] >= 140, 20, "more backlog")
+    gas_detector.pin("co", 2)
+
+    broker.start()
+    assert platform.wait_for(lambda: len(view.events) >= 4, 20), agent.log
+    wait_until(lambda: buffered(buffer) == {"samples": 0, "events": 0}, 20, "the buffer drained")
+    assert 0 == agent.stop()
+    assert_complete(platform, buffer)
+
+    # The level-1 alarm raised offline arrived before the telemetry polled just before it.
+    raised = next(e for e in view.events if e["key"] == "gas1.co:above:1")
+    messages = platform.messages
+    alarm_at = next(i for i, m in enumerate(messages)
+                    if m.kind == "alarm" and m.body["seq"] == raised["seq"])
+    sample_at = next(i for i, m in enumerate(messages) if m.kind == "telemetry"
+                     and any(s["seq"] == raised["seq"] - 1 for s in m.body["samples"]))
+    assert alarm_at < sample_at
+
+
+def test_kill_9_loses_nothing_committed(
+        site_config: Path, platform: PlatformSubscriber, tmp_path: Path) -> None:
+    """SIGKILL the agent mid-run; after a restart every committed row is delivered."""
+    buffer = tmp_path / "buffer.db"
+    view = platform.gateways[GATEWAY]
+    first = AgentProcess(site_config).start()
+    assert platform.wait_for(lambda: len(view.sample_seqs) >= 30, 15), first.log
+    first.kill()
+    killed_at = last_seq(buffer)
+    second = AgentProcess(site_config).start()
+    try:
+        assert platform.wait_for(lambda: len(view.sample_seqs) >= killed_at + 20, 15), second.log
+    finally:
+        assert 0 == second.stop()
+    assert_complete(platform, buffer)
+    assert last_seq(buffer) > killed_at  # numbering continued; no seq was reused
