@@ -56,6 +56,18 @@ def read_toml(path: Path) -> tuple[dict[str, Any], str]:
         raise FileError(path, [f"TOML syntax error: {exc}"]) from None
 
 
+class Problems(ValueError):
+    """Several problems found by one validator, each at its own key path.
+
+    ``problems`` holds (path, message) pairs; the path is relative to where the
+    validator runs, e.g. ``(("devices", 2, "bus"), 'no bus named "x"')``.
+    """
+
+    def __init__(self, problems: list[tuple[tuple[str | int, ...], str]]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(message for _, message in problems))
+
+
 def validate(
     model: type[M], data: Mapping[str, Any], *, path: Path, text: str = "",
     context: dict[str, Any] | None = None,
@@ -64,32 +76,42 @@ def validate(
     try:
         return model.model_validate(data, context=context)
     except ValidationError as exc:
-        problems = [describe(model, error, text) for error in exc.errors(include_url=False)]
+        problems = [line for error in exc.errors(include_url=False)
+                    for line in describe(model, error, text)]
         raise FileError(path, problems) from None
 
 
-def describe(model: type[BaseModel], error: Any, text: str = "") -> str:
-    """One line for one pydantic error: ``key.path (line N): what is wrong``."""
-    where, allowed = _walk(model, error["loc"])
+def describe(model: type[BaseModel], error: Any, text: str = "") -> list[str]:
+    """Lines for one pydantic error, each ``key.path (line N): what is wrong``."""
+    raised = (error.get("ctx") or {}).get("error")
+    if isinstance(raised, Problems):
+        return [_line(model, (*error["loc"], *sub), message, text)
+                for sub, message in raised.problems]
     kind, message, value = error["type"], error["msg"], error.get("input")
     if kind == "extra_forbidden":
         key = str(error["loc"][-1])
+        _, allowed = _walk(model, error["loc"])
         what = f'unknown key "{key}"' + (_did_you_mean(key, allowed) or
                                           " (a typo, or not an option of this version)")
     elif kind == "missing":
         what = "missing required key"
     elif kind == "union_tag_invalid":
         tags = re.findall(r"'([^']+)'", message.split("expected tags:")[-1])
-        what = f"{value.get('type')!r} is not one of {', '.join(tags)}" if isinstance(
-            value, dict) else message
-        what += _did_you_mean(str(value.get("type") if isinstance(value, dict) else ""), tags)
+        tag = str(value.get("type")) if isinstance(value, dict) else ""
+        what = f"{tag!r} is not one of {', '.join(tags)}" + _did_you_mean(tag, tags)
+        return [_line(model, (*error["loc"], "type"), what, text)]
     elif kind in ("value_error", "assertion_error"):
         what = message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
     else:
         what = message.replace("Input should be", "should be")
         if not isinstance(value, (dict, list)):
             what += f" (got {value!r})"
-    line = _line_of(text, error["loc"])
+    return [_line(model, error["loc"], what, text)]
+
+
+def _line(model: type[BaseModel], loc: tuple[Any, ...], what: str, text: str) -> str:
+    where, _ = _walk(model, loc)
+    line = _line_of(text, _keys_only(model, loc))
     return f"{where or '(top level)'}{f' (line {line})' if line else ''}: {what}"
 
 
@@ -162,13 +184,36 @@ def _item_type(tp: Any) -> Any:
     return args[0] if typing.get_origin(tp) in (list, tuple) and args else None
 
 
+def _keys_only(model: type[BaseModel], loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    """``loc`` without the discriminator tags pydantic inserts."""
+    path, _ = _walk(model, loc)
+    return tuple(int(p) if p.isdigit() else p for p in re.findall(r"[^.\[\]]+", path))
+
+
 def _line_of(text: str, loc: tuple[Any, ...]) -> int | None:
-    """The line of the last key in ``loc``, when that key appears exactly once in the file."""
-    keys = [part for part in loc if isinstance(part, str)]
-    if not text or not keys:
-        return None
-    key = re.escape(keys[-1])
-    pattern = re.compile(rf"(?:^|[{{,])\s*[\"']?{key}[\"']?\s*=|^\s*\[+\s*[\w.]*\b{key}\s*\]+",
-                         re.MULTILINE)
-    lines = {text.count("\n", 0, m.end()) + 1 for m in pattern.finditer(text)}
-    return lines.pop() if len(lines) == 1 else None
+    """The line where ``loc`` is written, found by following it through the text.
+
+    ``("devices", 1, "unit_id")`` finds the second ``[[devices]]`` header, then
+    the first ``unit_id =`` after it. Keys written only as part of a dotted
+    header (``channels`` in ``[devices.channels.co]``) are skipped. None when
+    the last key cannot be found.
+    """
+    pos, found = 0, False
+    for i, part in enumerate(loc):
+        if isinstance(part, int):
+            continue
+        key = re.escape(part)
+        index = loc[i + 1] if i + 1 < len(loc) and isinstance(loc[i + 1], int) else None
+        if index is not None:
+            headers = list(re.finditer(rf"(?m)^[ \t]*\[\[[ \t]*(?:[\w\-]+\.)*{key}[ \t]*\]\]",
+                                       text[pos:]))
+            if len(headers) > index:
+                pos += headers[index].end()
+                found = True
+                continue
+        match = re.search(rf"(?m)(?:^|[{{,])[ \t]*[\"']?{key}[\"']?[ \t]*="
+                          rf"|^[ \t]*\[+[^\]\n]*\b{key}[ \t]*\]+", text[pos:])
+        found = match is not None
+        if match:
+            pos += match.end()
+    return text.count("\n", 0, pos) + 1 if found and pos else None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -22,13 +23,28 @@ from pydantic import (
     model_validator,
 )
 
-from edge_agent.validation import FileError
+from edge_agent.validation import FileError, Problems
 
 _Strict = ConfigDict(extra="forbid", frozen=True)
 
-Name = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_\-]{0,31}$")]
+def _matching(pattern: str, rule: str) -> AfterValidator:
+    compiled = re.compile(pattern)
+
+    def check(value: str) -> str:
+        if not compiled.fullmatch(value):
+            raise ValueError(f"{value!r} is not allowed here: {rule}")
+        return value
+
+    return AfterValidator(check)
+
+
+Name = Annotated[str, _matching(r"[a-z][a-z0-9_\-]{0,31}",
+                                "use 1-32 lower-case letters, digits, _ or -, "
+                                "starting with a letter")]
 # Ids become MQTT topic levels: no wildcards, no separators.
-TopicId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")]
+TopicId = Annotated[str, _matching(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}",
+                                   "use 1-64 letters, digits, _ . or -, starting with a letter "
+                                   "or digit (it becomes an MQTT topic level)")]
 
 
 def _relative_to_config(path: Path, info: ValidationInfo) -> Path:
@@ -167,10 +183,9 @@ class Device(BaseModel):
         if library is None:
             return name
         if name not in library.names():
-            close = difflib.get_close_matches(name, library.names(), n=1)
-            hint = f'; did you mean "{close[0]}"?' if close else ""
-            raise ValueError(f'no profile "{name}" in {library.directory}{hint} (there: '
-                             f'{", ".join(library.names()) or "none"})')
+            raise ValueError(f'no profile "{name}" in {library.directory}'
+                             f'{_hint(name, library.names())}; there are: '
+                             f'{", ".join(library.names()) or "none"}')
         try:
             library.get(name)
         except FileError as exc:
@@ -185,8 +200,9 @@ class Device(BaseModel):
         registers = [r.name for r in library.get(self.profile).registers]
         unknown = [c for c in self.channels if c not in registers]
         if unknown:
-            raise ValueError(f'channels {", ".join(unknown)}: profile "{self.profile}" has no '
-                             f'such register; it has {", ".join(registers)}')
+            raise Problems([(("channels", name), f'profile "{self.profile}" has no register '
+                             f'"{name}"{_hint(name, registers)}; it has {", ".join(registers)}')
+                            for name in unknown])
         return self
 
 
@@ -226,18 +242,25 @@ class Mqtt(BaseModel):
 
     @model_validator(mode="after")
     def _credentials(self) -> Mqtt:
+        problems: list[tuple[tuple[str, ...], str]] = []
         if self.password_file and self.password_env:
-            raise ValueError("give password_file or password_env, not both")
+            problems.append((("password_env",), "give password_file or password_env, not both"))
         if (self.password_file or self.password_env) and not self.username:
-            raise ValueError("a password needs a username")
+            key = "password_file" if self.password_file else "password_env"
+            problems.append(((key,), "a password needs a username"))
         if (self.cert_file is None) != (self.key_file is None):
-            raise ValueError("a client certificate needs both cert_file and key_file")
-        if self.tls == "off" and (self.ca_file or self.cert_file):
-            raise ValueError('ca_file and cert_file need tls = "on"')
-        for name in ("ca_file", "cert_file", "key_file", "password_file"):
-            path = getattr(self, name)
-            if path is not None and not path.is_file():
-                raise ValueError(f"{name}: {path} does not exist or is not a file")
+            key = "cert_file" if self.cert_file else "key_file"
+            problems.append(((key,), "a client certificate needs both cert_file and key_file"))
+        for key in ("ca_file", "cert_file", "key_file", "password_file"):
+            path = getattr(self, key)
+            if path is None:
+                continue
+            if self.tls == "off" and key != "password_file":
+                problems.append(((key,), 'needs tls = "on"'))
+            elif not path.is_file():
+                problems.append(((key,), f"{path} does not exist or is not a file"))
+        if problems:
+            raise Problems(problems)
         return self
 
     @property
@@ -271,30 +294,38 @@ class SiteConfig(BaseModel):
 
     @model_validator(mode="after")
     def _references(self) -> SiteConfig:
-        problems = _duplicates("bus name", [b.name for b in self.buses])
-        problems += _duplicates("device name", [d.name for d in self.devices])
+        problems = _duplicates("buses", "name", [b.name for b in self.buses])
+        problems += _duplicates("devices", "name", [d.name for d in self.devices])
+        problems += _duplicates("devices", "unit_id", [(d.bus, d.unit_id) for d in self.devices])
         buses = {b.name: b for b in self.buses}
         for i, device in enumerate(self.devices):
             bus = buses.get(device.bus)
             if bus is None:
-                problems.append(f'devices[{i}].bus: no bus named "{device.bus}"; buses are '
-                                f"{', '.join(buses)}")
+                problems.append((("devices", i, "bus"), f'no bus named "{device.bus}"'
+                                 f'{_hint(device.bus, buses)}; buses are {", ".join(buses)}'))
             elif isinstance(bus, SerialBus):
-                problems.append(f'devices[{i}].bus: "{bus.name}" is a raw serial bus; a Modbus '
-                                "profile needs a modbus-tcp or modbus-rtu bus")
+                problems.append((("devices", i, "bus"), f'"{bus.name}" is a raw serial bus; a '
+                                 "Modbus profile needs a modbus-tcp or modbus-rtu bus"))
             elif isinstance(bus, ModbusRtuBus) and not 1 <= device.unit_id <= 247:
-                problems.append(f"devices[{i}].unit_id: {device.unit_id} is not a Modbus RTU "
-                                "slave address (1-247; 0 is broadcast)")
-        problems += _duplicates("unit_id on one bus", [(d.bus, d.unit_id) for d in self.devices])
+                problems.append((("devices", i, "unit_id"), f"{device.unit_id} is not a Modbus "
+                                 "RTU slave address (1-247; 0 is broadcast)"))
         if problems:
-            raise ValueError("; ".join(problems))
+            raise Problems(problems)
         return self
 
 
-def _duplicates(what: str, values: list[Any]) -> list[str]:
-    seen, dupes = set(), []
-    for value in values:
-        if value in seen:
-            dupes.append(f"{what} {value!r} is used twice")
-        seen.add(value)
-    return dupes
+def _hint(word: str, choices: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f' (did you mean "{close[0]}"?)' if close else ""
+
+
+def _duplicates(table: str, key: str, values: list[Any]) -> list[tuple[tuple[Any, ...], str]]:
+    first: dict[Any, int] = {}
+    problems = []
+    for i, value in enumerate(values):
+        if value in first:
+            what = value[1] if isinstance(value, tuple) else value
+            problems.append(((table, i, key), f"{what!r} is already used by {table}"
+                             f"[{first[value]}]"))
+        first.setdefault(value, i)
+    return problems

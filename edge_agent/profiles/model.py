@@ -9,12 +9,19 @@ Honeywell Midas), BADC (byte swap) and DCBA (both).
 
 from __future__ import annotations
 
-import math
 import struct
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    field_validator,
+    model_validator,
+)
 
 
 class Function(StrEnum):
@@ -87,8 +94,8 @@ class Register(BaseModel):
     function: Function = Function.HOLDING
     type: DataType = DataType.UINT16
     word_order: Annotated[WordOrder | None, BeforeValidator(_word_order_alias)] = None
-    scale: float = 1.0
-    offset: float = 0.0
+    scale: float = Field(1.0, allow_inf_nan=False)
+    offset: float = Field(0.0, allow_inf_nan=False)
     unit: str = ""
     description: str = ""
 
@@ -96,12 +103,17 @@ class Register(BaseModel):
     _order: tuple[int, ...] = PrivateAttr()
     _divisor: int = PrivateAttr()
 
+    @field_validator("scale")
+    @classmethod
+    def _non_zero(cls, scale: float) -> float:
+        if scale == 0:
+            raise ValueError("scale must not be 0")
+        return scale
+
     @model_validator(mode="after")
     def _check(self) -> Register:
         if self.word_order is not None and self.count == 1:
             raise ValueError(f"word_order applies to 32-bit types only, not {self.type}")
-        if self.scale == 0 or not math.isfinite(self.scale) or not math.isfinite(self.offset):
-            raise ValueError("scale must be a finite non-zero number and offset finite")
         if self.address + self.count - 1 > 0xFFFF:
             raise ValueError(f"address {self.address} + {self.count} registers passes 0xFFFF")
         return self

@@ -1,0 +1,88 @@
+"""The SQLite buffer: one transaction per cycle, durable numbering, quota, deletion."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from edge_agent.buffer import ActiveAlarm, Buffer
+from edge_agent.records import Event, Quality, Sample
+
+
+def samples(n: int, ts: int = 1000) -> list[Sample]:
+    return [Sample(f"gas1.ch{i % 7}", ts, float(i), "ppm") for i in range(n)]
+
+
+def alarm(key: str = "gas1.co:above:1", transition: str = "raised") -> Event:
+    return Event(1000, "alarm", transition, "a1", key, {"value": 30.0})
+
+
+def test_buffer_cycle_is_numbered_events_first(tmp_path: Path) -> None:
+    buffer = Buffer(tmp_path / "b.db")
+    assert 4 == buffer.commit_cycle(samples(3), [alarm()])
+    assert [1] == [e.seq for e in buffer.events_after(0, 10)]
+    rows = buffer.samples_after(0, 10)
+    assert [2, 3, 4] == [r.seq for r in rows]
+    assert ("gas1.ch0", "ppm", 0.0, Quality.GOOD) == (rows[0].channel, rows[0].unit,
+                                                      rows[0].value, rows[0].quality)
+    assert {"id": "a1", "ts": 1000, "class": "alarm", "transition": "raised",
+            "key": "gas1.co:above:1", "value": 30.0} == buffer.events_after(0, 1)[0].body
+
+
+def test_buffer_numbering_survives_reopen_and_deletion(tmp_path: Path) -> None:
+    """Sequence numbers are never reused, even after rows were delivered and deleted."""
+    buffer = Buffer(tmp_path / "b.db")
+    buffer.commit_cycle(samples(5), [])
+    buffer.delete("samples", [1, 2, 3, 4, 5])
+    buffer.close()
+    reopened = Buffer(tmp_path / "b.db")
+    assert 6 == reopened.commit_cycle(samples(1), [])
+    assert {"events": 0, "samples": 1} == reopened.depth()
+
+
+def test_buffer_failed_cycle_leaves_nothing(tmp_path: Path) -> None:
+    """A cycle that fails part-way is rolled back whole, numbering included."""
+    buffer = Buffer(tmp_path / "b.db")
+    bad = [*samples(3), Sample("gas1.x", None, 1.0, "ppm")]  # type: ignore[arg-type]
+    with pytest.raises(sqlite3.IntegrityError):
+        buffer.commit_cycle(bad, [alarm()])
+    assert {"events": 0, "samples": 0} == buffer.depth()
+    assert 0 == buffer.last_seq()
+    assert 2 == buffer.commit_cycle(samples(1), [alarm()])
+    assert "gas1.ch0" == buffer.samples_after(0, 1)[0].channel
+
+
+def test_buffer_commit_is_visible_whole_to_another_connection(tmp_path: Path) -> None:
+    buffer = Buffer(tmp_path / "b.db")
+    reader = Buffer(tmp_path / "b.db")
+    buffer.commit_cycle(samples(50), [alarm()])
+    assert {"events": 1, "samples": 50} == reader.depth()
+
+
+def test_buffer_active_alarms_follow_the_cycle(tmp_path: Path) -> None:
+    buffer = Buffer(tmp_path / "b.db")
+    raised = ActiveAlarm("gas1.co:above:1", "a1", "alarm", 1000)
+    buffer.commit_cycle([], [alarm()], raised=[raised])
+    assert {raised.key: raised} == Buffer(tmp_path / "b.db").active_alarms()
+    buffer.commit_cycle([], [alarm(transition="returned_to_normal")], ended=[raised.key])
+    assert {} == buffer.active_alarms()
+
+
+def test_buffer_quota_evicts_oldest_telemetry_never_events(tmp_path: Path) -> None:
+    buffer = Buffer(tmp_path / "b.db", max_bytes=2**20)
+    for cycle in range(150):
+        buffer.commit_cycle(samples(500, ts=cycle), [alarm(key=f"k{cycle}")])
+    evicted = buffer.enforce_quota()
+    assert evicted > 0
+    assert buffer.used_bytes() <= 2**20
+    assert {"events": 150, "samples": 150 * 500 - evicted} == buffer.depth()
+    remaining = buffer.samples_after(0, 1)[0].seq
+    assert remaining > evicted  # the oldest went first
+    assert evicted == buffer.evicted
+
+
+def test_buffer_delete_refuses_other_tables(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="no table 'meta'"):
+        Buffer(tmp_path / "b.db").delete("meta", [1])
