@@ -115,11 +115,11 @@ class ModbusTcpSimulator:
                          registers: list[int], set_values: object) -> ExcCodes | None:
             self.requests += 1
             function = _FUNCTION.get(function_code)
+            if function is None or set_values is not None:
+                return ExcCodes.ILLEGAL_FUNCTION  # a read-only device, FC03 and FC04
             wanted = [(function, a) for a in range(address, address + count)]
-            if function is None or not all(key in defined for key in wanted):
+            if not all(key in defined for key in wanted):
                 return ExcCodes.ILLEGAL_ADDRESS
-            if set_values is not None:
-                return ExcCodes.ILLEGAL_FUNCTION  # read-only device for now
             words = device.registers()
             for key in wanted:
                 registers[key[1] - start_address] = words[key]

@@ -20,7 +20,7 @@ import sqlite_utils
 
 from edge_agent.records import Event, Quality, Sample
 
-__all__ = ["ActiveAlarm", "Buffer", "EventRow", "SampleRow"]
+__all__ = ["ActiveAlarm", "Buffer", "BufferUnavailable", "EventRow", "SampleRow"]
 
 SCHEMA_VERSION = 1
 
@@ -51,20 +51,27 @@ class ActiveAlarm:
     raised_ms: int
 
 
+class BufferUnavailable(Exception):
+    """The buffer file cannot be opened or created."""
+
+
 class Buffer:
     """One connection to the buffer file; use one instance per thread."""
 
     def __init__(self, path: Path, max_bytes: int = 256 * 2**20) -> None:
         self.path = Path(path)
         self.max_bytes = max_bytes
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, timeout=10, check_same_thread=False)
-        self.db = sqlite_utils.Database(conn)
-        # WAL lets the uplink read while the poller writes; FULL makes every
-        # committed cycle survive a power cut, at one fsync per cycle.
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
-        self._create()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, timeout=10, check_same_thread=False)
+            self.db = sqlite_utils.Database(conn)
+            # WAL lets the uplink read while the poller writes; FULL makes every
+            # committed cycle survive a power cut, at one fsync per cycle.
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
+            self._create()
+        except (OSError, sqlite3.Error) as exc:
+            raise BufferUnavailable(f"cannot open the buffer {self.path}: {exc}") from exc
         self._channel_ids: dict[tuple[str, str], int] = {}
         self.evicted = 0
 

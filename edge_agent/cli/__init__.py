@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 from typing import Annotated
 
@@ -11,6 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from edge_agent import __version__
+from edge_agent.buffer import BufferUnavailable
 from edge_agent.config import FileError, LoadedConfig, load_config
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -45,9 +45,9 @@ def run(config: Annotated[Path, typer.Option("--config", "-c", help="site config
     loaded = _load_or_exit(config)
     try:
         daemon.run(loaded)
-    except (sqlite3.OperationalError, PermissionError) as exc:
-        err.print(f"[bold red]cannot open the buffer {loaded.site.buffer.path}: {exc}[/]\n"
-                  "Check buffer.path in the config and that this user may write its directory.")
+    except BufferUnavailable as exc:
+        err.print(f"[bold red]{escape(str(exc))}[/]\nCheck buffer.path in {config} and that "
+                  "this user may create and write files in its directory.")
         raise typer.Exit(1) from None
 
 
