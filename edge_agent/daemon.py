@@ -12,27 +12,28 @@ supervised: if one dies it is restarted, and its death is a fault event
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
-import os
 import signal
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import structlog
 
-from edge_agent import __version__
+from edge_agent import __version__, memory
 from edge_agent.acquisition import FAULTS, DevicePlan, ModbusBus, PollResult, plan_device
 from edge_agent.alarms import AlarmEngine, LimitSpec, Outcome
 from edge_agent.buffer import Buffer
 from edge_agent.config import LoadedConfig, SerialBus
 from edge_agent.records import Event, Sample
 from edge_agent.uplink import Uplink
+from edge_agent.uplink.payloads import Origin
 
 log = structlog.get_logger(__name__)
 
+_STOP = object()  # put in the record queue at shutdown, after the last poll result
 
 
 class Agent:
@@ -46,20 +47,27 @@ class Agent:
             self.plans[device.bus].append(plan_device(device, loaded.profiles.get(device.profile)))
         channels = [ch for plans in self.plans.values() for p in plans for ch, _ in p.channels]
         self.buffer = Buffer(site.buffer.path, site.buffer.max_bytes)
+        self._task_keys = {_task_key("record")} | {_task_key(f"bus:{b.name}")
+                                                     for b in site.buses}
         self.engine = AlarmEngine(
             channels, list(self._limits()),
             fault_keys=[f"{d.name}:{f}" for d in site.devices for f in FAULTS]
-            + [_task_key("record")] + [_task_key(f"bus:{b.name}") for b in site.buses],
-            restored=self.buffer.active_alarms())
+            + sorted(self._task_keys), restored=self.buffer.active_alarms())
         self.started = time.time()
-        self.counters = {"samples": 0, "events": 0, "cycles": 0, "evicted": 0}
+        # Written by the event loop only; the uplink thread reads them for `health`.
+        self.counters = {"samples": 0, "events": 0, "cycles": 0, "evicted": 0,
+                         "alarms_active": 0, "faults_active": 0}
         self.buses: list[ModbusBus] = []
         self.final_depth: dict[str, int] | None = None  # rows left in the buffer at stop
-        self._queue: asyncio.Queue[PollResult] = asyncio.Queue()
-        self._pending = Outcome()  # judged, not yet committed
+        self._queue: asyncio.Queue[object] = asyncio.Queue()
+        # Judged on the event loop, committed on the writer thread; the record task
+        # never touches them while a commit runs.
+        self._pending = Outcome()
         self._pending_samples: list[Sample] = []
-        self.uplink = Uplink(site.mqtt, site=site.site_id, gateway=site.gateway_id,
-                             buffer_path=str(site.buffer.path), health=self.health,
+        self._stored = (0, 0, 0)
+        self._writer: ThreadPoolExecutor | None = None
+        self.uplink = Uplink(site.mqtt, buffer_path=str(site.buffer.path), health=self.health,
+                             origin=Origin(site.site_id, site.gateway_id, self.buffer.epoch),
                              birth={"version": __version__, "config_hash": loaded.hash,
                                     "started": int(self.started * 1000)})
 
@@ -79,9 +87,9 @@ class Agent:
             "samples_polled": self.counters["samples"],
             "events": self.counters["events"],
             "samples_evicted": self.counters["evicted"],
-            "alarms_active": sum(1 for a in self.engine.active.values() if a.cls == "alarm"),
-            "faults_active": sum(1 for a in self.engine.active.values() if a.cls == "fault"),
-            "rss_bytes": _rss_bytes(),
+            "alarms_active": self.counters["alarms_active"],
+            "faults_active": self.counters["faults_active"],
+            "rss_bytes": memory.resident_bytes(),
             "buses": {b.bus.name: {"transactions": b.transactions, "failures": b.failures}
                       for b in self.buses},
         }
@@ -98,25 +106,30 @@ class Agent:
                          profile=plan.profile.name, unit_id=plan.device.unit_id,
                          requests=len(plan.blocks),
                          registers=sum(b.count for b in plan.blocks))
-        self._record_event(self.engine.withdraw_orphans(_now_ms()))
+        before = memory.resident_bytes()
+        advised = memory.release_compiler_pages()  # the kernels are loaded by now
+        log.info("compiler_pages_released", advised_mb=advised >> 20,
+                 rss_mb_before=before >> 20, rss_mb_after=memory.resident_bytes() >> 20)
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="buffer-writer")
+        self._queue.put_nowait(self._after_restart())
         self.uplink.start()
-        tasks = [asyncio.create_task(self._supervise("record", self._record), name="record")]
+        record = asyncio.create_task(self._supervise("record", self._record), name="record")
+        pollers = []
         for bus in site.buses:
             if isinstance(bus, SerialBus) or not self.plans[bus.name]:
                 continue  # no Modbus devices on it (validated: none can be)
             poller = ModbusBus(bus, self.plans[bus.name], self._queue.put_nowait)
             self.buses.append(poller)
-            tasks.append(asyncio.create_task(self._supervise(f"bus:{bus.name}", poller.run),
-                                             name=f"bus:{bus.name}"))
+            pollers.append(asyncio.create_task(
+                self._supervise(f"bus:{bus.name}", poller.run), name=f"bus:{bus.name}"))
         await stop.wait()
         log.info("agent_stopping")
-        for task in tasks[1:]:
+        for task in pollers:
             task.cancel()
-        await asyncio.gather(*tasks[1:], return_exceptions=True)
-        tasks[0].cancel()
-        await asyncio.gather(tasks[0], return_exceptions=True)
-        self._judge(self._take_queued())  # what was polled before the stop is kept
-        self._flush()
+        await asyncio.gather(*pollers, return_exceptions=True)
+        self._queue.put_nowait(_STOP)  # the record task stores what was polled, then ends
+        await record
+        self._writer.shutdown()
         await asyncio.to_thread(self.uplink.stop, drain_timeout_s)
         self.final_depth = self.buffer.depth()
         self.buffer.close()
@@ -124,10 +137,19 @@ class Agent:
                  events=self.counters["events"], buffer_depth=self.final_depth,
                  delivered=self.uplink.delivered)
 
+    def _after_restart(self) -> Outcome:
+        """End what the last run left active that a restart resolves by itself."""
+        now = _now_ms()
+        outcome = self.engine.withdraw_orphans(now)
+        for key in [k for k in self.engine.active if k in self._task_keys]:
+            outcome.extend(self.engine.fault(key, False, now, {"reason": "agent restarted"}))
+        return outcome
+
     async def _supervise(self, name: str, body: Callable[[], Awaitable[None]]) -> None:
         """Run ``body``; if it dies, raise a fault, wait, restart it and end the fault."""
         delay = 1.0
         while True:
+            started = time.monotonic()
             try:
                 await body()
                 return
@@ -135,70 +157,95 @@ class Agent:
                 raise
             except Exception as exc:
                 log.exception("task_failed", task=name)
+                if time.monotonic() - started > 60:
+                    delay = 1.0  # it had been running well: a new failure, not a loop
                 details = {"task": name, "error": repr(exc)}
-                self._record_event(self.engine.fault(_task_key(name), True, _now_ms(), details))
+                self._queue.put_nowait(self.engine.fault(_task_key(name), True, _now_ms(),
+                                                         details))
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 60.0)
                 log.info("task_restarting", task=name)
-                self._record_event(self.engine.fault(_task_key(name), False, _now_ms(), details))
+                self._queue.put_nowait(self.engine.fault(_task_key(name), False, _now_ms(),
+                                                         details))
 
     async def _record(self) -> None:
-        delay = 0.1
+        """Judge what the queue brings and store it, one transaction per batch.
+
+        The commit runs on a writer thread, so a slow fsync on an SD card or a
+        wait for the uplink's delete never stalls the pollers. If it fails, what
+        was judged stays pending and goes with the next batch.
+        """
+        loop = asyncio.get_running_loop()
+        delay, failures = 0.1, 0
         while True:
-            first = await self._queue.get()
-            self._judge([first, *self._take_queued()])
+            items = [await self._queue.get(), *self._take_queued()]
+            for item in items:
+                if isinstance(item, PollResult):
+                    item = self._judge(item)
+                if isinstance(item, Outcome):
+                    for event in item.events:
+                        _log_event(event)
+                    self._pending.extend(item)
+            stopping = _STOP in items
             try:
-                self._flush()
-                delay = 0.1
+                await loop.run_in_executor(self._writer, self._commit_pending)
+                self._counted()
+                delay, failures = 0.1, 0
             except sqlite3.Error as exc:
-                # Keep what was judged and try again with the next batch; the poll
-                # loop goes on, and alarms still reach the log meanwhile.
-                log.error("buffer_write_failed", error=str(exc),
+                failures += 1
+                log.error("buffer_write_failed", error=str(exc), attempt=failures,
                           waiting_samples=len(self._pending_samples))
+                if stopping and failures >= 3:
+                    log.error("stopped_with_unstored_samples", samples=len(self._pending_samples),
+                              events=len(self._pending.events))
+                    return
+                if stopping:
+                    self._queue.put_nowait(_STOP)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+                continue
+            if stopping:
+                return
 
-    def _take_queued(self) -> list[PollResult]:
+    def _take_queued(self) -> list[object]:
         batch = []
         while not self._queue.empty():
             batch.append(self._queue.get_nowait())
         return batch
 
-    def _judge(self, batch: list[PollResult]) -> None:
-        """Run the alarm engine on poll results; what it gives waits for ``_flush``."""
-        for result in batch:
-            ts_ms = result.samples[0].ts_ms
-            outcome = self.engine.judge(
-                {s.channel: math.nan if s.value is None else s.value for s in result.samples},
-                ts_ms)
-            for fault in FAULTS:
-                outcome.extend(self.engine.fault(
-                    f"{result.device}:{fault}", result.fault == fault, ts_ms,
-                    {"device": result.device, "kind": fault, "error": result.error}))
-            for event in outcome.events:
-                _log_event(event)
-            self._pending.extend(outcome)
-            self._pending_samples += result.samples
+    def _judge(self, result: PollResult) -> Outcome:
+        """Run the alarm engine on one poll result; its samples wait to be stored."""
+        ts_ms = result.samples[0].ts_ms
+        outcome = self.engine.judge(
+            {s.channel: math.nan if s.value is None else s.value for s in result.samples}, ts_ms)
+        for fault in FAULTS:
+            outcome.extend(self.engine.fault(
+                f"{result.device}:{fault}", result.fault == fault, ts_ms,
+                {"device": result.device, "kind": fault, "error": result.error}))
+        self._pending_samples += result.samples
+        return outcome
 
-    def _flush(self) -> None:
-        """Store everything judged since the last flush in one transaction."""
+    def _commit_pending(self) -> None:
+        """On the writer thread: store everything judged so far in one transaction."""
         pending, samples = self._pending, self._pending_samples
         if not samples and not pending.events:
             return
         self.buffer.commit_cycle(samples, pending.events, pending.raised, pending.ended)
         self._pending, self._pending_samples = Outcome(), []
-        self.counters["samples"] += len(samples)
-        self.counters["events"] += len(pending.events)
-        self.counters["cycles"] += 1
-        self.counters["evicted"] += self.buffer.enforce_quota()
-        self.uplink.notify()
+        self._stored = (len(samples), len(pending.events), self.buffer.enforce_quota())
 
-    def _record_event(self, outcome: Outcome) -> None:
-        for event in outcome.events:
-            _log_event(event)
-        self._pending.extend(outcome)
-        with contextlib.suppress(sqlite3.Error):  # kept pending; the record task retries
-            self._flush()
+    def _counted(self) -> None:
+        samples, events, evicted = self._stored
+        self._stored = (0, 0, 0)
+        self.counters["samples"] += samples
+        self.counters["events"] += events
+        self.counters["evicted"] += evicted
+        self.counters["cycles"] += 1
+        for cls in ("alarm", "fault"):
+            self.counters[f"{cls}s_active"] = sum(1 for a in self.engine.active.values()
+                                                   if a.cls == cls)
+        if samples or events:
+            self.uplink.notify()
 
 
 def _task_key(name: str) -> str:
@@ -214,12 +261,6 @@ def _log_event(event: Event) -> None:
 
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-def _rss_bytes() -> int:
-    with contextlib.suppress(OSError), open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    return 0
 
 
 def run(loaded: LoadedConfig) -> None:

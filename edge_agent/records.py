@@ -55,3 +55,13 @@ class Event:
         """The event as stored and published (without seq, which the buffer assigns)."""
         return {"id": self.alarm_id, "ts": self.ts_ms, "class": self.cls,
                 "transition": self.transition, "key": self.key, **self.details}
+
+
+@dataclass(frozen=True, slots=True)
+class ActiveAlarm:
+    """An alarm or fault that is raised and not yet over; survives a restart."""
+
+    key: str
+    alarm_id: str
+    cls: str
+    raised_ms: int

@@ -103,4 +103,4 @@ def buffered(path: Path) -> dict[str, int]:
 
 def last_seq(path: Path) -> int:
     with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5) as conn:
-        return conn.execute("SELECT value FROM meta WHERE key = 'next_seq'").fetchone()[0] - 1
+        return int(conn.execute("SELECT value FROM meta WHERE key = 'next_seq'").fetchone()[0]) - 1

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import structlog
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
-from pymodbus.exceptions import ModbusException
+from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 from pymodbus.framer import FramerType
 
 from edge_agent.acquisition.plan import DevicePlan
@@ -39,12 +39,12 @@ class PollResult:
 
 
 # comm_lost: no answer (timeout, refused, disconnected); device_error: the device
-# answered with a Modbus exception or a malformed answer.
+# answered, but with a Modbus exception or an answer that cannot be used.
 FAULTS = ("comm_lost", "device_error")
 
 
 class DeviceError(Exception):
-    """The device answered with a Modbus exception (it is there, but refused)."""
+    """The device answered, but with a Modbus exception or too few registers."""
 
 
 def _tcp_client(bus: ModbusTcpBus) -> AsyncModbusTcpClient:
@@ -109,10 +109,10 @@ class ModbusBus:
                 await self.client.connect()
             for block in plan.blocks:
                 values.update(block.decode(await self._read(block, device.unit_id)))
-        except DeviceError as exc:
-            fault, error, quality = "device_error", str(exc), Quality.BAD
-        except (TimeoutError, ModbusException, OSError) as exc:
+        except (ConnectionException, ModbusIOException, OSError, TimeoutError) as exc:
             fault, error, quality = "comm_lost", f"{type(exc).__name__}: {exc}", Quality.COMM_LOST
+        except (DeviceError, ModbusException) as exc:
+            fault, error, quality = "device_error", str(exc), Quality.BAD
         ts_ms = time.time_ns() // 1_000_000
         if error is None:
             if entry.failing:

@@ -16,9 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from edge_agent.buffer import ActiveAlarm
 from edge_agent.core import new_state, threshold_step
-from edge_agent.records import Event, EventClass
+from edge_agent.records import ActiveAlarm, Event, EventClass
 
 __all__ = ["AlarmEngine", "LimitSpec", "Outcome"]
 
@@ -72,6 +71,10 @@ class AlarmEngine:
         self._deadband = np.array([x.deadband for x in limits], dtype=np.float64)
         self._active, self._changed = new_state(len(limits))
         self._fault_keys = set(fault_keys)
+        # Load (or compile) the kernel now, not on the first reading: a NaN-only
+        # cycle changes no state.
+        threshold_step(np.full(max(1, len(self.channels)), np.nan), self._channel,
+                       self._setpoint, self._above, self._deadband, self._active, self._changed)
         self.active: dict[str, ActiveAlarm] = {}
         self._orphans: list[ActiveAlarm] = []
         for key, alarm in (restored or {}).items():

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sqlite3
+import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,9 +19,10 @@ from typing import Any
 
 import sqlite_utils
 
-from edge_agent.records import Event, Quality, Sample
+from edge_agent.errors import StartupError
+from edge_agent.records import ActiveAlarm, Event, Quality, Sample
 
-__all__ = ["ActiveAlarm", "Buffer", "BufferUnavailable", "EventRow", "SampleRow"]
+__all__ = ["Buffer", "BufferUnavailable", "EventRow", "SampleRow"]
 
 SCHEMA_VERSION = 1
 
@@ -41,17 +43,7 @@ class EventRow:
     body: dict[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
-class ActiveAlarm:
-    """An alarm or fault that is raised and not yet over; survives a restart."""
-
-    key: str
-    alarm_id: str
-    cls: str
-    raised_ms: int
-
-
-class BufferUnavailable(Exception):
+class BufferUnavailable(StartupError):
     """The buffer file cannot be opened or created."""
 
 
@@ -77,8 +69,8 @@ class Buffer:
 
     def _create(self) -> None:
         db = self.db
-        with db.atomic():
-            db["meta"].create({"key": str, "value": int}, pk="key", if_not_exists=True)
+        with self._writing():
+            db["meta"].create({"key": str, "value": str}, pk="key", if_not_exists=True)
             db["channels"].create({"id": int, "name": str, "unit": str}, pk="id",
                                   not_null={"name", "unit"}, if_not_exists=True)
             db["channels"].create_index(["name", "unit"], unique=True, if_not_exists=True)
@@ -90,8 +82,11 @@ class Buffer:
             db["active_alarms"].create(
                 {"key": str, "alarm_id": str, "cls": str, "raised_ms": int}, pk="key",
                 if_not_exists=True)
+            # A new buffer file starts a new epoch: sequence numbers restart at 1, and
+            # the platform de-duplicates by (gateway, epoch, seq), so numbers reused by
+            # a recreated buffer are never mistaken for duplicates.
             db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?), "
-                       "('next_seq', 1)", [SCHEMA_VERSION])
+                       "('next_seq', 1), ('epoch', ?)", [SCHEMA_VERSION, uuid.uuid4().hex])
 
     # --- writing (the daemon's poll path) ----------------------------------------
 
@@ -152,6 +147,11 @@ class Buffer:
 
     def _meta(self, key: str) -> int:
         return int(self.db.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchone()[0])
+
+    @property
+    def epoch(self) -> str:
+        """Random id of this buffer file, made when it was created."""
+        return str(self.db.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()[0])
 
     def _channel_id(self, name: str, unit: str) -> int:
         key = (name, unit)

@@ -12,6 +12,7 @@ from rich.markup import escape
 from edge_agent import __version__
 from edge_agent.buffer import BufferUnavailable
 from edge_agent.config import FileError, LoadedConfig, load_config
+from edge_agent.errors import StartupError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Safety edge agent: polls gas and temperature sensors, raises alarms "
@@ -49,6 +50,9 @@ def run(config: Annotated[Path, typer.Option("--config", "-c", help="site config
         err.print(f"[bold red]{escape(str(exc))}[/]\nCheck buffer.path in {config} and that "
                   "this user may create and write files in its directory.")
         raise typer.Exit(1) from None
+    except StartupError as exc:
+        err.print(f"[bold red]cannot start: {escape(str(exc))}[/]")
+        raise typer.Exit(1) from None
 
 
 @config_app.command("validate")
@@ -68,7 +72,7 @@ def demo(seconds: Annotated[float, typer.Option(min=10, help="how long the demo 
          keep: Annotated[bool, typer.Option(help="keep the demo's working directory")] = False,
          ) -> None:
     """Run three simulated sites, a private broker and the agent, with a live view."""
-    from edge_agent.demo import run_demo
+    from edge_agent.demo.run import run_demo
 
     raise typer.Exit(run_demo(seconds=seconds, keep=keep, console=out))
 

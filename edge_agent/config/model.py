@@ -189,7 +189,8 @@ class Device(BaseModel):
         try:
             library.get(name)
         except FileError as exc:
-            raise ValueError(f'profile "{name}" is invalid: {exc.report()}') from None
+            raise Problems([((), f'profile "{name}" is invalid: {exc.path}: {problem}')
+                            for problem in exc.problems]) from None
         return name
 
     @model_validator(mode="after")
@@ -225,7 +226,7 @@ class Mqtt(BaseModel):
     client_id: str | None = Field(None, min_length=1, max_length=128)
     topic_prefix: str = "edge/v1/{site}/{gateway}"
     keepalive_s: int = Field(30, ge=5, le=3600)
-    reconnect_max_s: float = Field(60.0, ge=0.5, le=3600)
+    reconnect_max_s: int = Field(60, ge=1, le=3600)
     inflight_window: int = Field(16, ge=1, le=1000)
     telemetry_batch: int = Field(200, ge=1, le=5000, description="samples per telemetry message")
 

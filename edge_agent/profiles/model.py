@@ -50,12 +50,12 @@ class WordOrder(StrEnum):
     DCBA = "DCBA"
 
 
-# Names that data sheets and other gateways use for the same four orders.
+# Other names data sheets use for the four orders: which word comes first (MSW,
+# LSW) and the byte order inside each word (BE, LE). Bare "little"/"big" are not
+# accepted: libraries disagree on whether they mean the words or the bytes.
 _WORD_ORDER_ALIASES = {
-    "BIG": "ABCD", "BE": "ABCD", "MSW-BE": "ABCD", "BIG-ENDIAN": "ABCD",
-    "LITTLE": "CDAB", "LSW-BE": "CDAB", "WORD-SWAP": "CDAB", "SWAPPED": "CDAB",
-    "MSW-LE": "BADC", "BYTE-SWAP": "BADC",
-    "LE": "DCBA", "LSW-LE": "DCBA", "LITTLE-ENDIAN": "DCBA",
+    "MSW-BE": "ABCD", "LSW-BE": "CDAB", "MSW-LE": "BADC", "LSW-LE": "DCBA",
+    "WORD-SWAP": "CDAB", "BYTE-SWAP": "BADC", "WORD-BYTE-SWAP": "DCBA",
 }
 
 

@@ -23,6 +23,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 from edge_agent.buffer import Buffer
 from edge_agent.config import Mqtt
+from edge_agent.errors import StartupError
 from edge_agent.uplink import payloads
 from edge_agent.uplink.payloads import Topics
 
@@ -34,12 +35,12 @@ log = structlog.get_logger(__name__)
 class Uplink:
     """Publish buffered rows with QoS 1 and delete them on PUBACK."""
 
-    def __init__(self, settings: Mqtt, *, site: str, gateway: str, buffer_path: str,
+    def __init__(self, settings: Mqtt, *, origin: payloads.Origin, buffer_path: str,
                  birth: dict[str, Any], health: Callable[[], dict[str, Any]],
                  health_interval_s: float = 10.0) -> None:
         self.settings = settings
-        self.site, self.gateway = site, gateway
-        self.topics = Topics.for_site(settings.topic_prefix, site, gateway)
+        self.origin = origin
+        self.topics = Topics.for_site(settings.topic_prefix, origin.site, origin.gateway)
         self._buffer_path = buffer_path
         self._birth = birth
         self._health = health
@@ -61,19 +62,25 @@ class Uplink:
     def _make_client(self) -> mqtt.Client:
         s = self.settings
         client = mqtt.Client(CallbackAPIVersion.VERSION2,
-                             client_id=s.client_id or f"edge-agent-{self.gateway}",
+                             client_id=s.client_id or f"edge-agent-{self.origin.gateway}",
                              protocol=mqtt.MQTTv311, clean_session=True)
         if s.tls == "on":
-            client.tls_set(ca_certs=str(s.ca_file) if s.ca_file else None,
-                           certfile=str(s.cert_file) if s.cert_file else None,
-                           keyfile=str(s.key_file) if s.key_file else None,
-                           cert_reqs=ssl.CERT_REQUIRED)
+            try:
+                client.tls_set(ca_certs=str(s.ca_file) if s.ca_file else None,
+                               certfile=str(s.cert_file) if s.cert_file else None,
+                               keyfile=str(s.key_file) if s.key_file else None,
+                               cert_reqs=ssl.CERT_REQUIRED)
+            except (OSError, ssl.SSLError, ValueError) as exc:
+                raise StartupError(f"mqtt TLS files (ca_file, cert_file, key_file) cannot be "
+                                   f"used: {exc}") from exc
         if s.username:
             client.username_pw_set(s.username, self._password())
         # Our window bounds what is unacknowledged; paho must not hold back any of it.
         client.max_inflight_messages_set(s.inflight_window + 4)
-        client.reconnect_delay_set(min_delay=1, max_delay=max(1, int(s.reconnect_max_s)))
-        client.will_set(self.topics.status, self._status("offline", reason="connection lost"),
+        client.reconnect_delay_set(min_delay=1, max_delay=s.reconnect_max_s)
+        # The broker sends the will when the link is lost; its time is when it arrives.
+        client.will_set(self.topics.status,
+                        self._status("offline", stamped=False, reason="connection lost"),
                         qos=1, retain=True)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
@@ -83,17 +90,22 @@ class Uplink:
     def _password(self) -> str | None:
         s = self.settings
         if s.password_file:
-            return s.password_file.read_text(encoding="utf-8").strip()
+            try:
+                return s.password_file.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise StartupError(f"mqtt.password_file {s.password_file} cannot be read "
+                                   f"({exc.strerror}); check its owner and mode") from exc
         if s.password_env:
             if s.password_env not in os.environ:
-                raise RuntimeError(f"mqtt.password_env: the environment variable "
-                                   f"{s.password_env} is not set")
+                raise StartupError(f"mqtt.password_env: the environment variable "
+                                   f"{s.password_env} is not set for the agent")
             return os.environ[s.password_env]
         return None
 
-    def _status(self, state: str, **extra: Any) -> bytes:
-        return payloads.encode(payloads.envelope(self.site, self.gateway, state=state,
-                                                 ts=_now_ms(), **self._birth, **extra))
+    def _status(self, state: str, *, stamped: bool = True, **extra: Any) -> bytes:
+        stamp = {"ts": _now_ms()} if stamped else {}
+        return payloads.encode(self.origin.envelope(state=state, **stamp, **self._birth,
+                                                    **extra))
 
     # --- paho callbacks (paho's network thread) ------------------------------------
 
@@ -193,15 +205,13 @@ class Uplink:
         while len(self._inflight) < s.inflight_window:
             events = buffer.events_after(self._cursor["events"], 1)
             if events:
-                ok = self._publish(self.topics.alarm, payloads.alarm(self.site, self.gateway,
-                                                                    events[0]),
-                                   "events", [events[0].seq])
+                ok = self._publish(self.topics.alarm, self.origin.alarm(events[0]), "events",
+                                   [events[0].seq])
             else:
                 samples = buffer.samples_after(self._cursor["samples"], s.telemetry_batch)
                 if not samples:
                     return
-                ok = self._publish(self.topics.telemetry,
-                                   payloads.telemetry(self.site, self.gateway, samples),
+                ok = self._publish(self.topics.telemetry, self.origin.telemetry(samples),
                                    "samples", [r.seq for r in samples])
             if not ok:
                 return
@@ -218,8 +228,8 @@ class Uplink:
         return True
 
     def _publish_health(self, buffer: Buffer | None) -> mqtt.MQTTMessageInfo:
-        document = payloads.envelope(
-            self.site, self.gateway, ts=_now_ms(), **self._health(),
+        document = self.origin.envelope(
+            ts=_now_ms(), **self._health(),
             buffer={**buffer.depth(), "bytes": buffer.used_bytes()} if buffer else None,
             uplink={"delivered": dict(self.delivered), "unacknowledged": len(self._inflight)})
         return self.client.publish(self.topics.health, payloads.encode(document), qos=1)

@@ -1,9 +1,10 @@
 """Topics and payloads of the platform link, schema version 1 (docs/payloads.md).
 
-Every payload is a JSON object with ``"v": 1`` and the gateway and site ids, so
-a message is understood without its topic. Each sample and event carries the
-gateway's sequence number: delivery is at least once, and the platform drops
-duplicates by (gateway, seq).
+Every payload is a JSON object with ``"v": 1``, the site and gateway ids and the
+buffer's epoch, so a message is understood without its topic. Each sample and
+event carries the gateway's sequence number: delivery is at least once, and the
+platform drops duplicates by (gateway, epoch, seq). The epoch changes only when
+the gateway's buffer file is created anew, which restarts the numbering.
 """
 
 from __future__ import annotations
@@ -48,15 +49,22 @@ def encode(document: dict[str, Any]) -> bytes:
     return json.dumps(document, separators=(",", ":"), allow_nan=False).encode()
 
 
-def envelope(site: str, gateway: str, **fields: Any) -> dict[str, Any]:
-    return {"v": SCHEMA_VERSION, "site": site, "gateway": gateway, **fields}
+@dataclass(frozen=True)
+class Origin:
+    """Who sends: the fields every payload starts with."""
 
+    site: str
+    gateway: str
+    epoch: str
 
-def telemetry(site: str, gateway: str, rows: Sequence[SampleRow]) -> bytes:
-    return encode(envelope(site, gateway, samples=[
-        {"seq": r.seq, "ts": r.ts_ms, "ch": r.channel, "v": r.value, "u": r.unit,
-         "q": r.quality.label} for r in rows]))
+    def envelope(self, **fields: Any) -> dict[str, Any]:
+        return {"v": SCHEMA_VERSION, "site": self.site, "gateway": self.gateway,
+                "epoch": self.epoch, **fields}
 
+    def telemetry(self, rows: Sequence[SampleRow]) -> bytes:
+        return encode(self.envelope(samples=[
+            {"seq": r.seq, "ts": r.ts_ms, "ch": r.channel, "v": r.value, "u": r.unit,
+             "q": r.quality.label} for r in rows]))
 
-def alarm(site: str, gateway: str, row: EventRow) -> bytes:
-    return encode(envelope(site, gateway, seq=row.seq, **row.body))
+    def alarm(self, row: EventRow) -> bytes:
+        return encode(self.envelope(seq=row.seq, **row.body))

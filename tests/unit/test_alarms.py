@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 
 from edge_agent.alarms import AlarmEngine, LimitSpec
-from edge_agent.buffer import ActiveAlarm
+from edge_agent.records import ActiveAlarm
 
 CO1 = LimitSpec("gas1.co", 1, "above", 24.0, 1.0, "ppm")
 CO2 = LimitSpec("gas1.co", 2, "above", 160.0, 5.0, "ppm")

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.buffer import ActiveAlarm, Buffer
-from edge_agent.records import Event, Quality, Sample
+from edge_agent.buffer import Buffer
+from edge_agent.records import ActiveAlarm, Event, Quality, Sample
 
 
 def samples(n: int, ts: int = 1000) -> list[Sample]:

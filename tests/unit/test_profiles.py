@@ -44,10 +44,16 @@ def test_register_agrees_with_pymodbus_for_the_orders_it_supports(order: str,
     assert theirs == ours.decode(FLOAT_WORDS[order])
 
 
-@pytest.mark.parametrize(("alias", "order"), [("big", "ABCD"), ("lsw-be", "CDAB"),
-                                              ("Byte-Swap", "BADC"), ("LE", "DCBA")])
+@pytest.mark.parametrize(("alias", "order"), [("msw-be", "ABCD"), ("LSW-BE", "CDAB"),
+                                              ("Byte-Swap", "BADC"), ("lsw-le", "DCBA")])
 def test_register_word_order_aliases(alias: str, order: str) -> None:
     assert order == Register(name="x", address=0, type="uint32", word_order=alias).word_order
+
+
+@pytest.mark.parametrize("ambiguous", ["little", "big", "LE"])
+def test_register_word_order_refuses_ambiguous_names(ambiguous: str) -> None:
+    with pytest.raises(ValueError, match="'ABCD', 'CDAB', 'BADC' or 'DCBA'"):
+        Register(name="x", address=0, type="uint32", word_order=ambiguous)
 
 
 def test_register_scaled_signed_value() -> None:
