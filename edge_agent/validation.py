@@ -216,4 +216,24 @@ def _line_of(text: str, loc: tuple[Any, ...]) -> int | None:
         found = match is not None
         if match:
             pos += match.end()
+            if index is not None:  # an inline array: key = [ {...}, {...} ]
+                pos = _inline_item(text, pos, index)
     return text.count("\n", 0, pos) + 1 if found and pos else None
+
+
+def _inline_item(text: str, pos: int, index: int) -> int:
+    """Position of item ``index`` of the inline array starting at ``pos`` (or ``pos``)."""
+    depth, items = 0, -1
+    for i in range(pos, len(text)):
+        char = text[i]
+        if char in "[{":
+            depth += 1
+            if depth == 2:  # an item of the array opens
+                items += 1
+                if items == index:
+                    return i
+        elif char in "]}":
+            depth -= 1
+            if depth == 0:
+                break
+    return pos

@@ -118,3 +118,16 @@ def test_profiles_shipped_all_load() -> None:
     assert library.directory == builtin_profiles_dir()
     for name in library.names():
         assert library.get(name).registers
+
+
+def test_profile_error_lines_follow_inline_array_items(tmp_path: Path) -> None:
+    """The line is the item's own, even where earlier items use the same key."""
+    path = tmp_path / "p.toml"
+    path.write_text('name = "p"\nvendor = "v"\nmodel = "m"\nregisters = [\n'
+                    '  { name = "a", address = 0, word_order = "CDAB", type = "uint32" },\n'
+                    '  { name = "b", address = 2, type = "int16" },\n'
+                    '  { name = "c", address = 3, word_order = "CDAB" },\n]\n')
+    with pytest.raises(FileError) as caught:
+        load_profile(path)
+    assert [f"{path}: registers[2] (line 7): word_order applies to 32-bit types only, "
+            "not uint16"] == caught.value.report().splitlines()
