@@ -6,12 +6,12 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-SECONDS ?= 60
+DEMO_SECONDS ?= 60
 
 .PHONY: demo test lint system-packages
 
 demo: $(VENV)/.installed
-	$(BIN)/edge-agent demo --seconds $(SECONDS)
+	$(BIN)/edge-agent demo --seconds $(DEMO_SECONDS)
 
 test: $(VENV)/.installed
 	$(BIN)/ruff check .
@@ -31,7 +31,8 @@ system-packages:
 	$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || missing="$$missing python3-venv"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing system packages:$$missing"; \
-		$(SUDO) apt-get update && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends $$missing; \
+		$(SUDO) apt-get update || echo "apt-get update failed; trying the cached package lists"; \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; \
 	fi
 
 $(VENV)/.installed: pyproject.toml | system-packages
