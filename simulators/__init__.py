@@ -4,6 +4,7 @@ Never imports the daemon: the simulators stand where real devices would.
 """
 
 from simulators.device import Scenario, SimulatedDevice, load_scenario
-from simulators.server import ModbusTcpSimulator
+from simulators.server import ModbusRtuSimulator, ModbusTcpSimulator
 
-__all__ = ["ModbusTcpSimulator", "Scenario", "SimulatedDevice", "load_scenario"]
+__all__ = ["ModbusRtuSimulator", "ModbusTcpSimulator", "Scenario", "SimulatedDevice",
+           "load_scenario"]

@@ -1,9 +1,11 @@
-"""A Modbus TCP server (pymodbus) that serves simulated devices by unit id.
+"""Modbus servers (pymodbus) that serve simulated devices by unit id: over TCP, like
+a device or a Modbus gateway on the network, and over a serial line in RTU
+framing, like sensors on an RS-485 bus.
 
-It behaves like a device behind a Modbus gateway rather than like pymodbus'
-defaults: an address the profile does not define answers exception 02 (illegal
-data address), and a unit id nobody answers to stays silent, as on a real bus,
-instead of pymodbus' exception 04 (FIELD_NOTES.md §1, §2).
+They behave like field devices rather than like pymodbus' defaults: an address
+the profile does not define answers exception 02 (illegal data address), and a
+unit id nobody answers to stays silent, as on a real bus, instead of pymodbus'
+exception 04 (FIELD_NOTES.md §1, §2).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import threading
 
 from pymodbus.constants import ExcCodes
 from pymodbus.framer import FramerType
-from pymodbus.server import ModbusTcpServer
+from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from simulators.device import SimulatedDevice
@@ -35,31 +37,33 @@ _ANY_OTHER_ID = SimDevice(id=0, action=_refuse,
                           simdata=[SimData(address=0, values=[0], datatype=DataType.REGISTERS)])
 
 
-class ModbusTcpSimulator:
-    """Serve ``devices`` on ``host:port``, in a thread with its own event loop."""
+class _Simulator:
+    """Serve ``devices`` in a thread with its own event loop (or in a caller's loop)."""
 
-    def __init__(self, devices: list[SimulatedDevice], host: str = "127.0.0.1",
-                 port: int = 5020) -> None:
+    def __init__(self, devices: list[SimulatedDevice]) -> None:
         ids = [d.unit_id for d in devices]
         if len(set(ids)) != len(ids):
             raise ValueError(f"unit ids must be unique on one server, got {ids}")
         self.devices = {d.unit_id: d for d in devices}
-        self.host, self.port = host, port
         self.requests = 0
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._server: ModbusTcpServer | None = None
+        self._server: ModbusTcpServer | ModbusSerialServer | None = None
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._error: BaseException | None = None
+
+    def _make_server(self, context: list[SimDevice]) -> ModbusTcpServer | ModbusSerialServer:
+        raise NotImplementedError
+
+    def _unit_of(self, packet: bytes) -> int | None:
+        raise NotImplementedError
 
     # --- running ------------------------------------------------------------------
 
     async def serve(self) -> None:
         """Serve until cancelled (for callers that already run an event loop)."""
-        self._server = ModbusTcpServer(
-            [self._sim_device(d) for d in self.devices.values()] + [_ANY_OTHER_ID],
-            framer=FramerType.SOCKET, address=(self.host, self.port),
-            trace_packet=self._silence_unknown_ids)
+        self._server = self._make_server(
+            [self._sim_device(d) for d in self.devices.values()] + [_ANY_OTHER_ID])
         await self._server.serve_forever(background=True)
         self._ready.set()
         try:
@@ -67,15 +71,14 @@ class ModbusTcpSimulator:
         finally:
             await self._server.shutdown()
 
-    def start(self) -> ModbusTcpSimulator:
-        """Start serving in a background thread; return once the port accepts."""
-        self._thread = threading.Thread(target=self._run, name=f"modbus-sim-{self.port}",
+    def start(self) -> _Simulator:
+        """Start serving in a background thread; return once it listens."""
+        self._thread = threading.Thread(target=self._run, name=f"modbus-sim-{self}",
                                         daemon=True)
         self._thread.start()
         self._ready.wait(10)
         if self._error is not None or not self._ready.is_set():
-            raise RuntimeError(f"simulator on {self.host}:{self.port} did not start: "
-                               f"{self._error!r}")
+            raise RuntimeError(f"simulator on {self} did not start: {self._error!r}")
         return self
 
     def _run(self) -> None:
@@ -96,7 +99,7 @@ class ModbusTcpSimulator:
             self._loop.call_soon_threadsafe(self._task.cancel)
             self._thread.join(10)
 
-    def __enter__(self) -> ModbusTcpSimulator:
+    def __enter__(self) -> _Simulator:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -130,7 +133,47 @@ class ModbusTcpSimulator:
                                           datatype=DataType.REGISTERS)])
 
     def _silence_unknown_ids(self, sending: bool, packet: bytes) -> bytes:
-        # MBAP header: transaction(2) protocol(2) length(2) unit(1), then the PDU.
-        if sending and len(packet) > 6 and packet[6] not in self.devices:
+        if sending and self._unit_of(packet) not in self.devices:
             return b""
         return packet
+
+
+class ModbusTcpSimulator(_Simulator):
+    """Modbus TCP (MBAP framing) on ``host:port``."""
+
+    def __init__(self, devices: list[SimulatedDevice], host: str = "127.0.0.1",
+                 port: int = 5020) -> None:
+        super().__init__(devices)
+        self.host, self.port = host, port
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def _make_server(self, context: list[SimDevice]) -> ModbusTcpServer:
+        return ModbusTcpServer(context, framer=FramerType.SOCKET, address=(self.host, self.port),
+                               trace_packet=self._silence_unknown_ids)
+
+    def _unit_of(self, packet: bytes) -> int | None:
+        # MBAP header: transaction(2) protocol(2) length(2) unit(1), then the PDU.
+        return packet[6] if len(packet) > 6 else None
+
+
+class ModbusRtuSimulator(_Simulator):
+    """Modbus RTU on a serial port (in tests, one end of a socat pseudo-terminal pair)."""
+
+    def __init__(self, devices: list[SimulatedDevice], port: str, baudrate: int = 9600,
+                 parity: str = "N", stopbits: int = 1) -> None:
+        super().__init__(devices)
+        self.port, self.baudrate, self.parity, self.stopbits = port, baudrate, parity, stopbits
+
+    def __str__(self) -> str:
+        return self.port
+
+    def _make_server(self, context: list[SimDevice]) -> ModbusSerialServer:
+        return ModbusSerialServer(context, framer=FramerType.RTU, port=self.port,
+                                  baudrate=self.baudrate, parity=self.parity,
+                                  stopbits=self.stopbits, trace_packet=self._silence_unknown_ids)
+
+    def _unit_of(self, packet: bytes) -> int | None:
+        # RTU frame: address(1) function(1) data CRC(2)
+        return packet[0] if packet else None

@@ -4,6 +4,7 @@ real process, and the platform's view of what arrived.
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from edge_agent.demo.broker import Mosquitto
 from edge_agent.demo.platform import PlatformSubscriber
 from edge_agent.profiles import ProfileLibrary
 from simulators import ModbusTcpSimulator, SimulatedDevice
-from tests.support import SITE, AgentProcess
+from tests.support import SITE, AgentProcess, wait_until
 
 
 @pytest.fixture
@@ -49,6 +50,18 @@ def modbus_server(gas_detector: SimulatedDevice) -> Iterator[ModbusTcpSimulator]
 
     with ModbusTcpSimulator([gas_detector], port=free_port()) as server:
         yield server
+
+
+@pytest.fixture
+def pty_pair(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
+    """Two linked pseudo-terminals from socat: a serial cable on this machine."""
+    a, b = tmp_path / "ttyA", tmp_path / "ttyB"
+    proc = subprocess.Popen(["socat", f"pty,raw,echo=0,link={a}", f"pty,raw,echo=0,link={b}"],
+                            stderr=subprocess.DEVNULL)
+    wait_until(lambda: a.exists() and b.exists(), 5, "socat's pseudo-terminals")
+    yield a, b
+    proc.terminate()
+    proc.wait(5)
 
 
 @pytest.fixture
