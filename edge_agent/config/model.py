@@ -2,7 +2,9 @@
 
 Every model forbids unknown keys (a typo in a safety config must not pass
 silently) and is frozen. Checks that need the device profiles get them from the
-validation context, so that one pass reports every error of a file.
+validation context, so a missing profile is reported with the field errors of
+the same pass; checks across tables (bus names, unit ids) run once the tables
+themselves are valid.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from pydantic import (
 from edge_agent.validation import FileError, Problems
 
 _Strict = ConfigDict(extra="forbid", frozen=True)
+
 
 def _matching(pattern: str, rule: str) -> AfterValidator:
     compiled = re.compile(pattern)
@@ -117,9 +120,10 @@ class Limit(BaseModel):
     model_config = _Strict
 
     level: Literal[1, 2]
-    above: float | None = None
-    below: float | None = None
-    deadband: float = Field(0.0, ge=0)
+    # TOML has nan and inf; a NaN setpoint would never alarm, so both are refused.
+    above: float | None = Field(None, allow_inf_nan=False)
+    below: float | None = Field(None, allow_inf_nan=False)
+    deadband: float = Field(0.0, ge=0, allow_inf_nan=False)
 
     @model_validator(mode="after")
     def _one_direction(self) -> Limit:
