@@ -72,6 +72,8 @@ def _start_site(name: str, hazard: str, workdir: Path, broker_port: int) -> Demo
 def run_demo(seconds: float, keep: bool, console: Console) -> int:
     """Run the demo; return 0 when every polled sample reached the broker."""
     log.configure("error")  # the live view shows the alarms; errors still show
+    if not console.is_terminal:
+        console.width = max(console.width, 110)  # a log file: room for the summary table
     workdir = Path(tempfile.mkdtemp(prefix="edge-agent-demo-"))
     broker = Mosquitto(workdir=workdir).start()
     sites: list[DemoSite] = []
