@@ -23,17 +23,21 @@ from typing import Any
 import structlog
 
 from edge_agent import __version__, memory
-from edge_agent.acquisition import FAULTS, DevicePlan, ModbusBus, PollResult, plan_device
+from edge_agent.acquisition import FAULTS, BusPoller, ModbusTransport, PollResult, bus_poller
 from edge_agent.alarms import AlarmEngine, LimitSpec, Outcome
 from edge_agent.buffer import Buffer
-from edge_agent.config import LoadedConfig, SerialBus
-from edge_agent.records import Event, Sample
+from edge_agent.config import LoadedConfig
+from edge_agent.records import Event, Quality, Sample
 from edge_agent.uplink import Uplink
 from edge_agent.uplink.payloads import Origin
 
 log = structlog.get_logger(__name__)
 
 _STOP = object()  # put in the record queue at shutdown, after the last poll result
+_JUDGED = (Quality.GOOD, Quality.OUT_OF_RANGE)
+# Faults of one sensor, raised while its samples have one of these qualities.
+CHANNEL_FAULTS = {"sensor_fault": (Quality.DEVICE_FAULT, Quality.BAD),
+                  "out_of_range": (Quality.OUT_OF_RANGE,)}
 
 
 class Agent:
@@ -42,22 +46,21 @@ class Agent:
     def __init__(self, loaded: LoadedConfig) -> None:
         self.loaded = loaded
         site = loaded.site
-        self.plans: dict[str, list[DevicePlan]] = {bus.name: [] for bus in site.buses}
-        for device in site.devices:
-            self.plans[device.bus].append(plan_device(device, loaded.profiles.get(device.profile)))
-        channels = [ch for plans in self.plans.values() for p in plans for ch, _ in p.channels]
+        channels = [f"{d.name}.{p.name}" for d in site.devices
+                    for p in loaded.profiles.get(d.profile).channels]
         self.buffer = Buffer(site.buffer.path, site.buffer.max_bytes)
         self._task_keys = {_task_key("record")} | {_task_key(f"bus:{b.name}")
                                                      for b in site.buses}
         self.engine = AlarmEngine(
             channels, list(self._limits()),
             fault_keys=[f"{d.name}:{f}" for d in site.devices for f in FAULTS]
+            + [f"{c}:{f}" for c in channels for f in CHANNEL_FAULTS]
             + sorted(self._task_keys), restored=self.buffer.active_alarms())
         self.started = time.time()
         # Written by the event loop only; the uplink thread reads them for `health`.
         self.counters = {"samples": 0, "events": 0, "cycles": 0, "evicted": 0,
                          "alarms_active": 0, "faults_active": 0}
-        self.buses: list[ModbusBus] = []
+        self.buses: list[BusPoller] = []
         self.final_depth: dict[str, int] | None = None  # rows left in the buffer at stop
         self._queue: asyncio.Queue[object] = asyncio.Queue()
         # Judged on the event loop, committed on the writer thread; the record task
@@ -75,7 +78,7 @@ class Agent:
         for device in self.loaded.site.devices:
             profile = self.loaded.profiles.get(device.profile)
             for name, channel in device.channels.items():
-                unit = profile.register(name).unit
+                unit = profile.point(name).unit
                 for limit in channel.limits:
                     yield LimitSpec(f"{device.name}.{name}", limit.level, limit.direction,
                                     limit.setpoint, limit.deadband, unit)
@@ -90,8 +93,7 @@ class Agent:
             "alarms_active": self.counters["alarms_active"],
             "faults_active": self.counters["faults_active"],
             "rss_bytes": memory.resident_bytes(),
-            "buses": {b.bus.name: {"transactions": b.transactions, "failures": b.failures}
-                      for b in self.buses},
+            "buses": {b.name: b.stats.report() for b in self.buses},
         }
 
     # --- running ------------------------------------------------------------------
@@ -100,12 +102,14 @@ class Agent:
         site = self.loaded.site
         log.info("agent_starting", version=__version__, gateway=site.gateway_id,
                  site=site.site_id, config=str(self.loaded.path), config_hash=self.loaded.hash)
-        for bus_name, plans in self.plans.items():
-            for plan in plans:
-                log.info("device_plan", bus=bus_name, device=plan.device.name,
-                         profile=plan.profile.name, unit_id=plan.device.unit_id,
-                         requests=len(plan.blocks),
-                         registers=sum(b.count for b in plan.blocks))
+        for bus in site.buses:
+            devices = [(d, self.loaded.profiles.get(d.profile)) for d in site.devices
+                       if d.bus == bus.name]
+            if devices:
+                self.buses.append(bus_poller(bus, devices, self._queue.put_nowait))
+        for poller in self.buses:
+            for device, profile in poller.devices:
+                _log_plan(poller, device, profile)
         before = memory.resident_bytes()
         advised = memory.release_compiler_pages()  # the kernels are loaded by now
         log.info("compiler_pages_released", advised_mb=advised >> 20,
@@ -114,14 +118,8 @@ class Agent:
         self._queue.put_nowait(self._after_restart())
         self.uplink.start()
         record = asyncio.create_task(self._supervise("record", self._record), name="record")
-        pollers = []
-        for bus in site.buses:
-            if isinstance(bus, SerialBus) or not self.plans[bus.name]:
-                continue  # no Modbus devices on it (validated: none can be)
-            poller = ModbusBus(bus, self.plans[bus.name], self._queue.put_nowait)
-            self.buses.append(poller)
-            pollers.append(asyncio.create_task(
-                self._supervise(f"bus:{bus.name}", poller.run), name=f"bus:{bus.name}"))
+        pollers = [asyncio.create_task(self._supervise(f"bus:{p.name}", p.run),
+                                       name=f"bus:{p.name}") for p in self.buses]
         await stop.wait()
         log.info("agent_stopping")
         for task in pollers:
@@ -214,14 +212,28 @@ class Agent:
         return batch
 
     def _judge(self, result: PollResult) -> Outcome:
-        """Run the alarm engine on one poll result; its samples wait to be stored."""
+        """Run the alarm engine on one poll result; its samples wait to be stored.
+
+        Only fresh readings are judged (good and out-of-range); any other sample
+        holds the alarm state where it is, and its cause is a fault of its own.
+        """
         ts_ms = result.samples[0].ts_ms
         outcome = self.engine.judge(
-            {s.channel: math.nan if s.value is None else s.value for s in result.samples}, ts_ms)
+            {s.channel: s.value if s.quality in _JUDGED else math.nan for s in result.samples},
+            ts_ms)
         for fault in FAULTS:
             outcome.extend(self.engine.fault(
                 f"{result.device}:{fault}", result.fault == fault, ts_ms,
                 {"device": result.device, "kind": fault, "error": result.error}))
+        if result.fault is None:  # the device answered: what it says of each sensor
+            for sample in result.samples:
+                if sample.quality is Quality.STALE:
+                    continue
+                for fault, qualities in CHANNEL_FAULTS.items():
+                    outcome.extend(self.engine.fault(
+                        f"{sample.channel}:{fault}", sample.quality in qualities, ts_ms,
+                        {"channel": sample.channel, "kind": fault,
+                         "quality": sample.quality.label}))
         self._pending_samples += result.samples
         return outcome
 
@@ -246,6 +258,18 @@ class Agent:
                                                    if a.cls == cls)
         if samples or events:
             self.uplink.notify()
+
+
+def _log_plan(poller: BusPoller, device, profile) -> None:
+    transport = poller.transport
+    if isinstance(transport, ModbusTransport):
+        plan = transport.plan(device, profile)
+        log.info("device_plan", bus=poller.name, device=device.name, profile=profile.name,
+                 unit_id=device.unit_id, requests=len(plan.blocks),
+                 registers=sum(b.count for b in plan.blocks))
+    else:
+        log.info("device_plan", bus=poller.name, device=device.name, profile=profile.name,
+                 transport=profile.transport)
 
 
 def _task_key(name: str) -> str:

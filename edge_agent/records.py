@@ -10,12 +10,18 @@ from typing import Any, Literal
 
 
 class Quality(IntEnum):
-    """How far a sample can be trusted; stored as the integer, published as the name."""
+    """How far a sample can be trusted; stored as the integer, published as the name.
+
+    Only good and out_of_range samples carry a value.
+    """
 
     GOOD = 0
-    BAD = 1  # the device answered, but with a value it marks as invalid
+    BAD = 1  # the device answered, but with something that is not a reading
     STALE = 2  # the value did not update when it should have
-    COMM_LOST = 3  # the device did not answer; the value is None
+    COMM_LOST = 3  # the device did not answer
+    OUT_OF_RANGE = 4  # a reading outside the sensor's measuring range (kept, and judged)
+    DEVICE_FAULT = 5  # the device reports a fault of this sensor
+    NOT_READY = 6  # the device reports that the sensor is warming up or not yet valid
 
     @property
     def label(self) -> str:

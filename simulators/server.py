@@ -21,7 +21,11 @@ from pymodbus.simulator import DataType, SimData, SimDevice
 
 from simulators.device import SimulatedDevice
 
-_FUNCTION = {3: "holding", 4: "input"}
+# function code -> (table, is a write)
+_FUNCTION = {1: ("coil", False), 2: ("discrete", False), 3: ("holding", False),
+             4: ("input", False), 5: ("coil", True), 15: ("coil", True),
+             6: ("holding", True), 16: ("holding", True)}
+_TABLES = ("coil", "discrete", "holding", "input")  # pymodbus' order of blocks
 
 # pymodbus logs each request to an unknown id with a traceback (FIELD_NOTES.md §1).
 logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
@@ -37,6 +41,18 @@ _ANY_OTHER_ID = SimDevice(id=0, action=_refuse,
                           simdata=[SimData(address=0, values=[0], datatype=DataType.REGISTERS)])
 
 
+def _block(addresses: list[int], bits: bool) -> SimData:
+    """One pymodbus block covering ``addresses``; a placeholder if there are none.
+
+    The action refuses every address the profile does not define, so what the
+    block holds between them is never served.
+    """
+    low, high = (addresses[0], addresses[-1]) if addresses else (0, 0)
+    if bits:
+        return SimData(address=low, values=[False] * (high - low + 1), datatype=DataType.BITS)
+    return SimData(address=low, values=[0] * (high - low + 1), datatype=DataType.REGISTERS)
+
+
 class _Simulator:
     """Serve ``devices`` in a thread with its own event loop (or in a caller's loop)."""
 
@@ -46,6 +62,7 @@ class _Simulator:
             raise ValueError(f"unit ids must be unique on one server, got {ids}")
         self.devices = {d.unit_id: d for d in devices}
         self.requests = 0
+        self._answer: dict[int, str] = {}  # unit -> how to treat the answer being sent
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: ModbusTcpServer | ModbusSerialServer | None = None
         self._thread: threading.Thread | None = None
@@ -108,34 +125,58 @@ class _Simulator:
     # --- behaviour ----------------------------------------------------------------
 
     def _sim_device(self, device: SimulatedDevice) -> SimDevice:
-        addresses = [a for reg in device.profile.registers
-                     for a in range(reg.address, reg.address + reg.count)]
-        low, high = min(addresses), max(addresses)
-        defined = {(reg.function.value, a) for reg in device.profile.registers
+        profile = device.profile
+        defined = {(reg.function.value, a) for reg in profile.registers
                    for a in range(reg.address, reg.address + reg.count)}
+        writable = {(o.function, o.address): o for o in profile.outputs}
+        blocks = {table: sorted({a for t, a in defined | set(writable) if t == table})
+                  for table in _TABLES}
 
         async def action(function_code: int, start_address: int, address: int, count: int,
-                         registers: list[int], set_values: object) -> ExcCodes | None:
+                         registers: list[int], set_values: list | None) -> ExcCodes | None:
             self.requests += 1
-            function = _FUNCTION.get(function_code)
-            if function is None or set_values is not None:
-                return ExcCodes.ILLEGAL_FUNCTION  # a read-only device, FC03 and FC04
-            wanted = [(function, a) for a in range(address, address + count)]
-            if not all(key in defined for key in wanted):
+            self._answer[device.unit_id] = device.answer()
+            table, write = _FUNCTION.get(function_code, (None, False))
+            wanted = [(table, a) for a in range(address, address + count)]
+            if write:
+                if not all(key in writable for key in wanted):
+                    return ExcCodes.ILLEGAL_ADDRESS if writable else ExcCodes.ILLEGAL_FUNCTION
+                for key, value in zip(wanted, set_values or [], strict=False):
+                    device.write(writable[key].name, int(value))
+                return None
+            if table is None or not all(key in defined for key in wanted):
                 return ExcCodes.ILLEGAL_ADDRESS
             words = device.registers()
-            for key in wanted:
-                registers[key[1] - start_address] = words[key]
+            if table in ("coil", "discrete"):  # bit n lives in register n // 16, bit n % 16
+                for _, bit in wanted:
+                    index = bit // 16 - start_address
+                    mask = 1 << bit % 16
+                    registers[index] = (registers[index] | mask if words[(table, bit)]
+                                        else registers[index] & ~mask)
+            else:
+                for key in wanted:
+                    registers[key[1] - start_address] = words[key]
             return None
 
-        return SimDevice(id=device.unit_id, action=action,
-                         simdata=[SimData(address=low, values=[0] * (high - low + 1),
-                                          datatype=DataType.REGISTERS)])
+        return SimDevice(id=device.unit_id, action=action, simdata=tuple(
+            [_block(blocks[table], table in ("coil", "discrete"))] for table in _TABLES))
 
-    def _silence_unknown_ids(self, sending: bool, packet: bytes) -> bytes:
-        if sending and self._unit_of(packet) not in self.devices:
+    def _answer_of(self, unit: int | None) -> str:
+        return self._answer.pop(unit, "answer") if unit in self.devices else "silent"
+
+    def _misbehave(self, sending: bool, packet: bytes) -> bytes:
+        """Drop or break an answer as the device's faults say; unknown ids stay silent."""
+        if not sending:
+            return packet
+        answer = self._answer_of(self._unit_of(packet))
+        if answer == "silent":
             return b""
+        if answer == "corrupt":
+            return self._corrupt(packet)
         return packet
+
+    def _corrupt(self, packet: bytes) -> bytes:
+        raise NotImplementedError
 
 
 class ModbusTcpSimulator(_Simulator):
@@ -151,11 +192,16 @@ class ModbusTcpSimulator(_Simulator):
 
     def _make_server(self, context: list[SimDevice]) -> ModbusTcpServer:
         return ModbusTcpServer(context, framer=FramerType.SOCKET, address=(self.host, self.port),
-                               trace_packet=self._silence_unknown_ids)
+                               trace_packet=self._misbehave)
 
     def _unit_of(self, packet: bytes) -> int | None:
         # MBAP header: transaction(2) protocol(2) length(2) unit(1), then the PDU.
         return packet[6] if len(packet) > 6 else None
+
+    def _corrupt(self, packet: bytes) -> bytes:
+        # MBAP has no checksum: a flipped byte would be a wrong value nobody can see.
+        # Cut the frame short instead; its length field then never completes.
+        return packet[:-1]
 
 
 class ModbusRtuSimulator(_Simulator):
@@ -172,8 +218,11 @@ class ModbusRtuSimulator(_Simulator):
     def _make_server(self, context: list[SimDevice]) -> ModbusSerialServer:
         return ModbusSerialServer(context, framer=FramerType.RTU, port=self.port,
                                   baudrate=self.baudrate, parity=self.parity,
-                                  stopbits=self.stopbits, trace_packet=self._silence_unknown_ids)
+                                  stopbits=self.stopbits, trace_packet=self._misbehave)
 
     def _unit_of(self, packet: bytes) -> int | None:
         # RTU frame: address(1) function(1) data CRC(2)
         return packet[0] if packet else None
+
+    def _corrupt(self, packet: bytes) -> bytes:
+        return packet[:-1] + bytes([packet[-1] ^ 0xFF])  # a broken CRC

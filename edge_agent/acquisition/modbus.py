@@ -1,150 +1,130 @@
-"""Poll the devices of one Modbus bus: one transaction at a time, each device on its
-own interval, a failing device isolated from the others.
+"""Modbus transports: TCP, RTU on a serial port, and RTU framed over TCP (serial
+device servers and DTUs), through pymodbus' async clients.
+
+One client per bus and one transaction at a time. pymodbus' own retries are off:
+the bus poller decides what a failure means. Its request timeout is one value
+per client; a device's own ``timeout_ms`` is applied before each of its requests.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from typing import Any
 
-import structlog
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 from pymodbus.framer import FramerType
 
-from edge_agent.acquisition.plan import DevicePlan
-from edge_agent.config import ModbusRtuBus, ModbusTcpBus
-from edge_agent.profiles import Function
-from edge_agent.records import Quality, Sample
-
-log = structlog.get_logger(__name__)
+from edge_agent.acquisition.plan import DevicePlan, ReadBlock, plan_device
+from edge_agent.acquisition.scheduler import BusStats, NoAnswer, Refused
+from edge_agent.config import Device, ModbusRtuBus, ModbusRtuOverTcpBus, ModbusTcpBus
+from edge_agent.profiles import Function, Profile
 
 # pymodbus logs every timeout at ERROR through stdlib logging; the poller reports
 # failures itself, once per device and with context.
 logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
 
-
-@dataclass(frozen=True, slots=True)
-class PollResult:
-    """What one poll of one device gave: a sample per channel, and the fault if any."""
-
-    device: str
-    samples: list[Sample]
-    fault: str | None = None  # one of FAULTS
-    error: str | None = None  # what went wrong, for the fault event and the log
+ModbusBusConfig = ModbusTcpBus | ModbusRtuBus | ModbusRtuOverTcpBus
 
 
-# comm_lost: no answer (timeout, refused, disconnected); device_error: the device
-# answered, but with a Modbus exception or an answer that cannot be used.
-FAULTS = ("comm_lost", "device_error")
-
-
-class DeviceError(Exception):
-    """The device answered, but with a Modbus exception or too few registers."""
-
-
-def _tcp_client(bus: ModbusTcpBus) -> AsyncModbusTcpClient:
-    return AsyncModbusTcpClient(bus.host, port=bus.port, timeout=bus.timeout_ms / 1000,
+def make_client(bus: ModbusBusConfig) -> AsyncModbusTcpClient | AsyncModbusSerialClient:
+    timeout = bus.timeout_ms / 1000
+    if isinstance(bus, ModbusRtuBus):
+        return AsyncModbusSerialClient(bus.port, framer=FramerType.RTU, baudrate=bus.baudrate,
+                                       bytesize=8, parity=bus.parity, stopbits=bus.stopbits,
+                                       timeout=timeout, retries=0)
+    framer = FramerType.RTU if isinstance(bus, ModbusRtuOverTcpBus) else FramerType.SOCKET
+    return AsyncModbusTcpClient(bus.host, port=bus.port, framer=framer, timeout=timeout,
                                 retries=0, reconnect_delay=0.5, reconnect_delay_max=10)
 
 
-def _rtu_client(bus: ModbusRtuBus) -> AsyncModbusSerialClient:
-    return AsyncModbusSerialClient(bus.port, framer=FramerType.RTU, baudrate=bus.baudrate,
-                                   bytesize=8, parity=bus.parity, stopbits=bus.stopbits,
-                                   timeout=bus.timeout_ms / 1000, retries=0)
+class ModbusTransport:
+    """Reads devices' values with as few requests as their profiles allow."""
 
-
-TRANSPORTS: dict[type, Callable] = {ModbusTcpBus: _tcp_client, ModbusRtuBus: _rtu_client}
-
-
-@dataclass
-class _Due:
-    plan: DevicePlan
-    next_due: float
-    failing: bool = field(default=False)
-
-
-class ModbusBus:
-    """The poller of one bus. ``run`` polls until cancelled and hands each result on."""
-
-    def __init__(self, bus: ModbusTcpBus | ModbusRtuBus, plans: list[DevicePlan],
-                 emit: Callable[[PollResult], None]) -> None:
+    def __init__(self, bus: ModbusBusConfig) -> None:
         self.bus = bus
-        self.emit = emit
-        self.client = TRANSPORTS[type(bus)](bus)
-        now = time.monotonic()
-        self._devices = [_Due(plan, now) for plan in plans]
-        self.transactions = 0
-        self.failures = 0
-        self._log = log.bind(bus=bus.name)
+        self.stats = BusStats()
+        self.client = make_client(bus)
+        self._plans: dict[str, DevicePlan] = {}
+        # pymodbus drops an RTU frame with a bad CRC silently and the request then
+        # times out; count those frames by watching its decoder.
+        framer = self.client.ctx.framer
+        decode = framer.decode
 
-    async def run(self) -> None:
-        try:
-            while True:
-                entry = min(self._devices, key=lambda d: d.next_due)
-                delay = entry.next_due - time.monotonic()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                self.emit(await self.poll(entry))
-                interval = entry.plan.device.poll_interval_s
-                # Keep the cadence; after a long stall, restart it rather than burst.
-                entry.next_due = max(entry.next_due + interval, time.monotonic())
-        finally:
-            self.client.close()
+        def counting_decode(data: bytes) -> tuple[int, int, int, bytes]:
+            used, dev_id, tid, pdu = decode(data)
+            if used and not pdu and framer.__class__.__name__ == "FramerRTU":
+                self.stats.crc_errors += 1
+            return used, dev_id, tid, pdu
 
-    async def poll(self, entry: _Due) -> PollResult:
-        plan = entry.plan
-        device = plan.device
-        error: str | None = None
-        fault: str | None = None
-        values: dict[str, float] = {}
-        quality = Quality.GOOD
-        try:
-            if not self.client.connected:
-                # pymodbus never retries a first connect that failed; do it on every poll.
-                await self.client.connect()
-            for block in plan.blocks:
-                values.update(block.decode(await self._read(block, device.unit_id)))
-        except (ConnectionException, ModbusIOException, OSError, TimeoutError) as exc:
-            fault, error, quality = "comm_lost", f"{type(exc).__name__}: {exc}", Quality.COMM_LOST
-        except (DeviceError, ModbusException) as exc:
-            fault, error, quality = "device_error", str(exc), Quality.BAD
-        ts_ms = time.time_ns() // 1_000_000
-        if error is None:
-            if entry.failing:
-                self._log.info("device_recovered", device=device.name)
-            entry.failing = False
+        framer.decode = counting_decode  # type: ignore[method-assign]
+
+    def plan(self, device: Device, profile: Profile) -> DevicePlan:
+        if device.name not in self._plans:
+            self._plans[device.name] = plan_device(device, profile)
+        return self._plans[device.name]
+
+    async def read(self, device: Device, profile: Profile) -> dict[str, float]:
+        raw: dict[str, float] = {}
+        for block in self.plan(device, profile).blocks:
+            raw.update(block.raw(await self.transact(device, block)))
+        return raw
+
+    async def transact(self, device: Device, block: ReadBlock) -> list[int]:
+        """One read request; the words (or bits) it returned."""
+        response = await self.request(device, _READS[block.function], block.address,
+                                      count=block.count)
+        values = response.bits if block.function.is_bits else response.registers
+        if len(values) < block.count:
+            raise Refused(f"short answer: {len(values)} of {block.count} {block.function} "
+                          f"values at {block.address}")
+        return list(values[: block.count])
+
+    async def write(self, device: Device, function: str, address: int, value: int) -> None:
+        """Write one coil (function "coil") or one holding register (function "holding")."""
+        if function == "coil":
+            await self.request(device, "write_coil", address, value=bool(value))
         else:
-            self.failures += 1
-            if not entry.failing:
-                self._log.warning("poll_failed", device=device.name, unit_id=device.unit_id,
-                                  error=error)
-            entry.failing = True
-            values = {}
-        samples = []
-        for channel, reg in plan.channels:
-            value = values.get(reg.name)
-            if value is not None and not math.isfinite(value):  # a float32 NaN or inf code
-                samples.append(Sample(channel, ts_ms, None, reg.unit, Quality.BAD))
-            else:
-                samples.append(Sample(channel, ts_ms, value, reg.unit,
-                                      quality if value is None else Quality.GOOD))
-        return PollResult(device.name, samples, fault, error)
+            await self.request(device, "write_register", address, value=value)
 
-    async def _read(self, block, unit_id: int) -> list[int]:
-        self.transactions += 1
-        read = (self.client.read_holding_registers if block.function is Function.HOLDING
-                else self.client.read_input_registers)
-        response = await read(block.address, count=block.count, device_id=unit_id)
+    async def request(self, device: Device, method: str, address: int, **kwargs: Any) -> Any:
+        """Send one request to ``device``; NoAnswer or Refused unless it succeeded."""
+        client = self.client
+        timeout = (device.timeout_ms or self.bus.timeout_ms) / 1000
+        client.ctx.comm_params.timeout_connect = timeout  # the per-request timeout of pymodbus
+        self.stats.transactions += 1
+        started = time.monotonic()
+        try:
+            if not client.connected:
+                # pymodbus never retries a first connect that failed; try on every poll.
+                await client.connect()
+            response = await getattr(client, method)(address, device_id=device.unit_id,
+                                                     **kwargs)
+        except (ConnectionException, ModbusIOException, OSError, TimeoutError) as exc:
+            self.stats.timeouts += 1
+            raise NoAnswer(f"{type(exc).__name__}: {exc}") from None
+        except ModbusException as exc:
+            raise Refused(f"{type(exc).__name__}: {exc}") from None
         if response.isError():
+            self.stats.exceptions += 1
             code = getattr(response, "exception_code", None)
-            raise DeviceError(f"exception {code} reading {block.count} {block.function} "
-                              f"registers at {block.address}")
-        if len(response.registers) < block.count:
-            raise DeviceError(f"short answer: {len(response.registers)} of {block.count} "
-                              "registers")
-        return list(response.registers[: block.count])
+            what = (f"exception {code} ({_EXCEPTIONS.get(code, 'unknown')}) for unit "
+                    f"{device.unit_id}, {method} at {address}")
+            # 10 and 11 come from a gateway whose device behind it did not answer.
+            raise (NoAnswer if code in (10, 11) else Refused)(what)
+        self.stats.round_trips.append(time.monotonic() - started)
+        return response
+
+    async def close(self) -> None:
+        self.client.close()
+        await asyncio.sleep(0)
+
+
+_READS = {Function.HOLDING: "read_holding_registers", Function.INPUT: "read_input_registers",
+          Function.COIL: "read_coils", Function.DISCRETE: "read_discrete_inputs"}
+# Modbus application protocol, section 7.
+_EXCEPTIONS = {1: "illegal function", 2: "illegal data address", 3: "illegal data value",
+               4: "server device failure", 5: "acknowledge", 6: "server device busy",
+               10: "gateway path unavailable", 11: "gateway target failed to respond"}

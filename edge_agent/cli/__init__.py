@@ -61,7 +61,7 @@ def config_validate(path: Annotated[Path, typer.Argument(help="site config (TOML
     loaded = _load_or_exit(path)
     site = loaded.site
     limits = sum(len(c.limits) for d in site.devices for c in d.channels.values())
-    channels = sum(len(loaded.profiles.get(d.profile).registers) for d in site.devices)
+    channels = sum(len(loaded.profiles.get(d.profile).channels) for d in site.devices)
     out.print(f"[green]OK[/] {path}: gateway {site.gateway_id}, site {site.site_id}, "
               f"{len(site.buses)} bus(es), {len(site.devices)} device(s), {channels} channels, "
               f"{limits} alarm limits, config hash {loaded.hash[:12]}", highlight=False)

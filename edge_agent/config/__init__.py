@@ -8,12 +8,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge_agent.config.model import (
+    MODBUS_BUSES,
     Buffer,
     Bus,
     Channel,
     Device,
     Limit,
     ModbusRtuBus,
+    ModbusRtuOverTcpBus,
     ModbusTcpBus,
     Mqtt,
     SerialBus,
@@ -23,6 +25,7 @@ from edge_agent.profiles import ProfileLibrary
 from edge_agent.validation import FileError, read_toml, validate
 
 __all__ = [
+    "MODBUS_BUSES",
     "Buffer",
     "Bus",
     "Channel",
@@ -31,6 +34,7 @@ __all__ = [
     "Limit",
     "LoadedConfig",
     "ModbusRtuBus",
+    "ModbusRtuOverTcpBus",
     "ModbusTcpBus",
     "Mqtt",
     "SerialBus",

@@ -60,28 +60,44 @@ ConfigPath = Annotated[Path, AfterValidator(_relative_to_config)]
 
 # --- buses ----------------------------------------------------------------------
 
-class ModbusTcpBus(BaseModel):
-    """Modbus TCP: a device or a Modbus gateway on the plant network."""
+class _BusBase(BaseModel):
+    """What every bus has: how long to wait, when a silent device is lost."""
 
     model_config = _Strict
 
-    type: Literal["modbus-tcp"]
     name: Name
+    timeout_ms: int = Field(1000, ge=10, le=60_000, description="per request; a device may "
+                            "set its own")
+    comm_loss_after: int = Field(3, ge=1, le=20, description="missed polls before comm-lost "
+                                 "(ALARM_MANAGEMENT.md §6.9: within 3)")
+    backoff_max_s: float = Field(30.0, ge=1, le=100, description="longest retry interval of a "
+                                 "comm-lost device (ALARM_MANAGEMENT.md §6.9: never > 100 s)")
+    gap_ms: int = Field(0, ge=0, le=10_000, description="quiet time after each transaction, "
+                        "for devices that need it")
+
+
+class ModbusTcpBus(_BusBase):
+    """Modbus TCP: a device or a Modbus gateway on the plant network."""
+
+    type: Literal["modbus-tcp"]
     host: str = Field(min_length=1)
     port: int = Field(502, ge=1, le=65535)
-    timeout_ms: int = Field(1000, ge=10, le=60_000)
+
+
+class ModbusRtuOverTcpBus(_BusBase):
+    """RTU frames (with CRC, no MBAP header) tunnelled over TCP by a serial device
+    server or 4G DTU in front of an RS-485 line.
+    """
+
+    type: Literal["modbus-rtu-over-tcp"]
+    host: str = Field(min_length=1)
+    port: int = Field(ge=1, le=65535)
 
 
 Baudrate = Literal[1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200]
 
 
-class ModbusRtuBus(BaseModel):
-    """Modbus RTU on an RS-485 serial port; one transaction at a time on the line."""
-
-    model_config = _Strict
-
-    type: Literal["modbus-rtu"]
-    name: Name
+class _SerialSettings(_BusBase):
     port: str = Field(min_length=1, description="serial device, e.g. /dev/ttyUSB0")
     baudrate: Baudrate = 9600
     parity: Literal["N", "E", "O"] = "N"  # most sensors ship 8N1, the spec's default is 8E1
@@ -89,21 +105,21 @@ class ModbusRtuBus(BaseModel):
     timeout_ms: int = Field(500, ge=10, le=60_000)
 
 
-class SerialBus(BaseModel):
-    """A raw serial line for devices that speak their own framed protocol."""
+class ModbusRtuBus(_SerialSettings):
+    """Modbus RTU on an RS-485 serial port; one transaction at a time on the line."""
 
-    model_config = _Strict
+    type: Literal["modbus-rtu"]
+
+
+class SerialBus(_SerialSettings):
+    """A serial line for devices that speak their own protocol (binary frames, text lines)."""
 
     type: Literal["serial"]
-    name: Name
-    port: str = Field(min_length=1)
-    baudrate: Baudrate = 9600
-    parity: Literal["N", "E", "O"] = "N"
-    stopbits: Literal[1, 2] = 1
-    timeout_ms: int = Field(500, ge=10, le=60_000)
 
 
-Bus = Annotated[ModbusTcpBus | ModbusRtuBus | SerialBus, Field(discriminator="type")]
+MODBUS_BUSES = (ModbusTcpBus, ModbusRtuBus, ModbusRtuOverTcpBus)
+Bus = Annotated[ModbusTcpBus | ModbusRtuBus | ModbusRtuOverTcpBus | SerialBus,
+                Field(discriminator="type")]
 
 
 # --- devices, channels and alarm limits ------------------------------------------
@@ -175,9 +191,10 @@ class Device(BaseModel):
 
     name: Name
     bus: Name
-    unit_id: int = Field(ge=0, le=255, description="Modbus slave/unit id")
+    unit_id: int | None = Field(None, ge=0, le=255, description="Modbus slave/unit id")
     profile: str
     poll_interval_s: float = Field(1.0, ge=0.1, le=3600)
+    timeout_ms: int | None = Field(None, ge=10, le=60_000, description="default: the bus's")
     channels: dict[str, Channel] = Field(default_factory=dict)
 
     @field_validator("profile")
@@ -202,11 +219,11 @@ class Device(BaseModel):
         library = (info.context or {}).get("profiles")
         if library is None:
             return self
-        registers = [r.name for r in library.get(self.profile).registers]
-        unknown = [c for c in self.channels if c not in registers]
+        values = [p.name for p in library.get(self.profile).channels]
+        unknown = [c for c in self.channels if c not in values]
         if unknown:
-            raise Problems([(("channels", name), f'profile "{self.profile}" has no register '
-                             f'"{name}"{_hint(name, registers)}; it has {", ".join(registers)}')
+            raise Problems([(("channels", name), f'profile "{self.profile}" has no value '
+                             f'"{name}"{_hint(name, values)}; it has {", ".join(values)}')
                             for name in unknown])
         return self
 
@@ -298,22 +315,37 @@ class SiteConfig(BaseModel):
     buffer: Buffer = Buffer()
 
     @model_validator(mode="after")
-    def _references(self) -> SiteConfig:
+    def _references(self, info: ValidationInfo) -> SiteConfig:
         problems = _duplicates("buses", "name", [b.name for b in self.buses])
         problems += _duplicates("devices", "name", [d.name for d in self.devices])
-        problems += _duplicates("devices", "unit_id", [(d.bus, d.unit_id) for d in self.devices])
+        problems += _duplicates("devices", "unit_id", [
+            (d.bus, d.unit_id) if d.unit_id is not None else (d.bus, d.name, i)
+            for i, d in enumerate(self.devices)])
         buses = {b.name: b for b in self.buses}
+        library = (info.context or {}).get("profiles")
         for i, device in enumerate(self.devices):
             bus = buses.get(device.bus)
+            transport = library.get(device.profile).transport if library else "modbus"
             if bus is None:
                 problems.append((("devices", i, "bus"), f'no bus named "{device.bus}"'
                                  f'{_hint(device.bus, buses)}; buses are {", ".join(buses)}'))
-            elif isinstance(bus, SerialBus):
-                problems.append((("devices", i, "bus"), f'"{bus.name}" is a raw serial bus; a '
-                                 "Modbus profile needs a modbus-tcp or modbus-rtu bus"))
-            elif isinstance(bus, ModbusRtuBus) and not 1 <= device.unit_id <= 247:
+            elif (transport == "modbus") != isinstance(bus, MODBUS_BUSES):
+                problems.append((("devices", i, "bus"), f'profile "{device.profile}" speaks '
+                                 f'{transport} and "{bus.name}" is a {bus.type} bus'))
+            elif transport == "modbus" and device.unit_id is None:
+                problems.append((("devices", i), "missing required key unit_id (the Modbus "
+                                 "slave address)"))
+            elif isinstance(bus, ModbusRtuBus | ModbusRtuOverTcpBus) and not (
+                    1 <= device.unit_id <= 247):  # type: ignore[operator]
                 problems.append((("devices", i, "unit_id"), f"{device.unit_id} is not a Modbus "
                                  "RTU slave address (1-247; 0 is broadcast)"))
+        serial_ports = [(b.name, b.port) for b in self.buses if isinstance(b, SerialBus)]
+        for name, port in serial_ports:
+            users = [d.name for d in self.devices if d.bus == name]
+            if len(users) > 1:
+                i = next(i for i, d in enumerate(self.devices) if d.name == users[1])
+                problems.append((("devices", i, "bus"), f'serial bus "{name}" ({port}) serves '
+                                 f"one device, already {users[0]}; give each its own port"))
         if problems:
             raise Problems(problems)
         return self

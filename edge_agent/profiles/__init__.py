@@ -11,15 +11,29 @@ from __future__ import annotations
 from pathlib import Path
 
 from edge_agent._shipped import shipped_dir
-from edge_agent.profiles.model import DataType, Function, Profile, Register, WordOrder
+from edge_agent.profiles.model import (
+    DataField,
+    DataType,
+    Function,
+    Output,
+    Point,
+    Profile,
+    Register,
+    StatusRule,
+    WordOrder,
+)
 from edge_agent.validation import FileError, read_toml, validate
 
 __all__ = [
+    "DataField",
     "DataType",
     "Function",
+    "Output",
+    "Point",
     "Profile",
     "ProfileLibrary",
     "Register",
+    "StatusRule",
     "WordOrder",
     "builtin_profiles_dir",
     "load_profile",

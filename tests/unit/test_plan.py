@@ -8,7 +8,8 @@ from edge_agent.profiles import Profile, ProfileLibrary
 
 
 def profile(*registers: dict) -> Profile:
-    return Profile(name="p", vendor="v", model="m", registers=list(registers))
+    return Profile(name="p", vendor="v", model="m", follows="f", source="s",
+                   registers=list(registers))
 
 
 DEVICE = Device(name="d", bus="b", unit_id=1, profile="p")
@@ -33,4 +34,4 @@ def test_plan_block_decodes_each_register_from_its_offset() -> None:
     plan = plan_device(DEVICE, profile({"name": "a", "address": 5, "scale": 0.1},
                                        {"name": "b", "address": 6, "type": "int32",
                                         "word_order": "CDAB"}))
-    assert {"a": 20.9, "b": 70000} == plan.blocks[0].decode([209, 70000 & 0xFFFF, 1])
+    assert {"a": 209, "b": 70000} == plan.blocks[0].raw([209, 70000 & 0xFFFF, 1])

@@ -92,13 +92,14 @@ def test_register_rejects_impossible_settings(fields: dict, message: str) -> Non
 
 def test_profile_errors_name_file_and_key(tmp_path: Path) -> None:
     path = tmp_path / "bad.toml"
-    path.write_text('name = "bad"\nvendor = "v"\nmodel = "m"\nregisters = [\n'
+    path.write_text('name = "bad"\nvendor = "v"\nmodel = "m"\nfollows = "f"\nsource = "s"\n'
+                    'registers = [\n'
                     '  { name = "a", address = 0, type = "uint32" },\n'
                     '  { name = "b", address = 1 },\n'
                     '  { name = "c", address = 2, typ = "int16" },\n]\n')
     with pytest.raises(FileError) as caught:
         load_profile(path)
-    assert [f'{path}: registers[2].typ (line 7): unknown key "typ"; did you mean "type"?'
+    assert [f'{path}: registers[2].typ (line 9): unknown key "typ"; did you mean "type"?'
             ] == caught.value.report().splitlines()
     path.write_text(path.read_text().replace("typ =", "type ="))
     with pytest.raises(FileError, match='registers "a" and "b" overlap at holding address 1'):
@@ -107,7 +108,7 @@ def test_profile_errors_name_file_and_key(tmp_path: Path) -> None:
 
 def test_profile_name_must_match_its_file(tmp_path: Path) -> None:
     path = tmp_path / "other.toml"
-    path.write_text('name = "bad"\nvendor = "v"\nmodel = "m"\n'
+    path.write_text('name = "bad"\nvendor = "v"\nmodel = "m"\nfollows = "f"\nsource = "s"\n'
                     'registers = [{ name = "a", address = 0 }]\n')
     with pytest.raises(FileError, match='must equal the file name "other"'):
         load_profile(path)
@@ -123,11 +124,12 @@ def test_profiles_shipped_all_load() -> None:
 def test_profile_error_lines_follow_inline_array_items(tmp_path: Path) -> None:
     """The line is the item's own, even where earlier items use the same key."""
     path = tmp_path / "p.toml"
-    path.write_text('name = "p"\nvendor = "v"\nmodel = "m"\nregisters = [\n'
+    path.write_text('name = "p"\nvendor = "v"\nmodel = "m"\nfollows = "f"\nsource = "s"\n'
+                    'registers = [\n'
                     '  { name = "a", address = 0, word_order = "CDAB", type = "uint32" },\n'
                     '  { name = "b", address = 2, type = "int16" },\n'
                     '  { name = "c", address = 3, word_order = "CDAB" },\n]\n')
     with pytest.raises(FileError) as caught:
         load_profile(path)
-    assert [f"{path}: registers[2] (line 7): word_order applies to 32-bit types only, "
+    assert [f"{path}: registers[2] (line 9): word_order applies to 32-bit types only, "
             "not uint16"] == caught.value.report().splitlines()
