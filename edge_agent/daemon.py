@@ -22,7 +22,7 @@ from typing import Any
 
 import structlog
 
-from edge_agent import __version__, memory
+from edge_agent import __version__, memory, runlock
 from edge_agent.acquisition import FAULTS, BusPoller, ModbusTransport, PollResult, bus_poller
 from edge_agent.alarms import AlarmEngine, LimitSpec, Outcome
 from edge_agent.buffer import Buffer
@@ -46,6 +46,7 @@ class Agent:
     def __init__(self, loaded: LoadedConfig) -> None:
         self.loaded = loaded
         site = loaded.site
+        self._lock = runlock.hold(site.buffer.path)  # released when the process ends
         channels = [f"{d.name}.{p.name}" for d in site.devices
                     for p in loaded.profiles.get(d.profile).channels]
         self.buffer = Buffer(site.buffer.path, site.buffer.max_bytes)
@@ -131,6 +132,7 @@ class Agent:
         await asyncio.to_thread(self.uplink.stop, drain_timeout_s)
         self.final_depth = self.buffer.depth()
         self.buffer.close()
+        self._lock.close()
         log.info("agent_stopped", samples_polled=self.counters["samples"],
                  events=self.counters["events"], buffer_depth=self.final_depth,
                  delivered=self.uplink.delivered)
