@@ -46,10 +46,10 @@ class Agent:
     def __init__(self, loaded: LoadedConfig) -> None:
         self.loaded = loaded
         site = loaded.site
-        self._lock = runlock.hold(site.buffer.path)  # released when the process ends
         channels = [f"{d.name}.{p.name}" for d in site.devices
                     for p in loaded.profiles.get(d.profile).channels]
         self.buffer = Buffer(site.buffer.path, site.buffer.max_bytes)
+        self._lock = runlock.hold(site.buffer.path)  # released when the process ends
         self._task_keys = {_task_key("record")} | {_task_key(f"bus:{b.name}")
                                                      for b in site.buses}
         self.engine = AlarmEngine(

@@ -22,8 +22,10 @@ def lock_path(buffer_path: Path) -> Path:
 def hold(buffer_path: Path) -> IO[str]:
     """Take the lock for this process; StartupError naming the holder if taken."""
     path = lock_path(buffer_path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle = path.open("a+")
+    try:
+        handle = path.open("a+")
+    except OSError as exc:
+        raise StartupError(f"cannot create the lock file {path}: {exc.strerror}") from None
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
