@@ -180,25 +180,32 @@ class _Simulator:
 
 
 class ModbusTcpSimulator(_Simulator):
-    """Modbus TCP (MBAP framing) on ``host:port``."""
+    """Modbus over TCP on ``host:port``: MBAP framing (Modbus TCP), or RTU frames with
+    CRC as a serial device server or DTU tunnels them (``framing="rtu"``).
+    """
 
     def __init__(self, devices: list[SimulatedDevice], host: str = "127.0.0.1",
-                 port: int = 5020) -> None:
+                 port: int = 5020, framing: str = "socket") -> None:
         super().__init__(devices)
-        self.host, self.port = host, port
+        self.host, self.port, self.framing = host, port, framing
 
     def __str__(self) -> str:
         return f"{self.host}:{self.port}"
 
     def _make_server(self, context: list[SimDevice]) -> ModbusTcpServer:
-        return ModbusTcpServer(context, framer=FramerType.SOCKET, address=(self.host, self.port),
+        framer = FramerType.RTU if self.framing == "rtu" else FramerType.SOCKET
+        return ModbusTcpServer(context, framer=framer, address=(self.host, self.port),
                                trace_packet=self._misbehave)
 
     def _unit_of(self, packet: bytes) -> int | None:
+        if self.framing == "rtu":
+            return packet[0] if packet else None
         # MBAP header: transaction(2) protocol(2) length(2) unit(1), then the PDU.
         return packet[6] if len(packet) > 6 else None
 
     def _corrupt(self, packet: bytes) -> bytes:
+        if self.framing == "rtu":
+            return _broken_crc(packet)
         # MBAP has no checksum: a flipped byte would be a wrong value nobody can see.
         # Cut the frame short instead; its length field then never completes.
         return packet[:-1]
@@ -225,4 +232,8 @@ class ModbusRtuSimulator(_Simulator):
         return packet[0] if packet else None
 
     def _corrupt(self, packet: bytes) -> bytes:
-        return packet[:-1] + bytes([packet[-1] ^ 0xFF])  # a broken CRC
+        return _broken_crc(packet)
+
+
+def _broken_crc(packet: bytes) -> bytes:
+    return packet[:-1] + bytes([packet[-1] ^ 0xFF])

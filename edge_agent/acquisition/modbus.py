@@ -4,6 +4,11 @@ device servers and DTUs), through pymodbus' async clients.
 One client per bus and one transaction at a time. pymodbus' own retries are off:
 the bus poller decides what a failure means. Its request timeout is one value
 per client; a device's own ``timeout_ms`` is applied before each of its requests.
+
+pymodbus closes a TCP link after a few timeouts in a row, whatever the unit, so
+one dead device behind a gateway would cut off the live ones (FIELD_NOTES.md §2,
+§3). That is switched off; instead the link is dropped and remade only when
+every device on it has gone silent, which is what a dead link looks like.
 """
 
 from __future__ import annotations
@@ -36,8 +41,10 @@ def make_client(bus: ModbusBusConfig) -> AsyncModbusTcpClient | AsyncModbusSeria
                                        bytesize=8, parity=bus.parity, stopbits=bus.stopbits,
                                        timeout=timeout, retries=0)
     framer = FramerType.RTU if isinstance(bus, ModbusRtuOverTcpBus) else FramerType.SOCKET
-    return AsyncModbusTcpClient(bus.host, port=bus.port, framer=framer, timeout=timeout,
-                                retries=0, reconnect_delay=0.5, reconnect_delay_max=10)
+    client = AsyncModbusTcpClient(bus.host, port=bus.port, framer=framer, timeout=timeout,
+                                  retries=0, reconnect_delay=0.5, reconnect_delay_max=10)
+    client.set_max_no_responses(1 << 30)
+    return client
 
 
 class ModbusTransport:
@@ -48,6 +55,7 @@ class ModbusTransport:
         self.stats = BusStats()
         self.client = make_client(bus)
         self._plans: dict[str, DevicePlan] = {}
+        self._silent: set[str] = set()  # devices whose last request went unanswered
         # pymodbus drops an RTU frame with a bad CRC silently and the request then
         # times out; count those frames by watching its decoder.
         framer = self.client.ctx.framer
@@ -104,6 +112,7 @@ class ModbusTransport:
                                                      **kwargs)
         except (ConnectionException, ModbusIOException, OSError, TimeoutError) as exc:
             self.stats.timeouts += 1
+            self._went_silent(device)
             raise NoAnswer(f"{type(exc).__name__}: {exc}") from None
         except ModbusException as exc:
             raise Refused(f"{type(exc).__name__}: {exc}") from None
@@ -115,7 +124,17 @@ class ModbusTransport:
             # 10 and 11 come from a gateway whose device behind it did not answer.
             raise (NoAnswer if code in (10, 11) else Refused)(what)
         self.stats.round_trips.append(time.monotonic() - started)
+        self._silent.discard(device.name)
         return response
+
+    def _went_silent(self, device: Device) -> None:
+        self._silent.add(device.name)
+        if not isinstance(self.bus, ModbusRtuBus) and self._silent >= set(self._plans) and (
+                self.client.connected):
+            # Every device of the link is silent: remake the connection (a gateway
+            # that rebooted, a NAT that forgot us).
+            self.client.close()
+            self._silent.clear()
 
     async def close(self) -> None:
         self.client.close()
