@@ -4,7 +4,7 @@ Never imports the daemon: the simulators stand where real devices would.
 """
 
 from simulators.device import Scenario, SimulatedDevice, load_scenario
-from simulators.server import ModbusRtuSimulator, ModbusTcpSimulator
+from simulators.server import ModbusRtuSimulator, ModbusTcpSimulator, transaction_seconds
 
 __all__ = ["ModbusRtuSimulator", "ModbusTcpSimulator", "Scenario", "SimulatedDevice",
-           "load_scenario"]
+           "load_scenario", "transaction_seconds"]

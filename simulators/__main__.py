@@ -1,20 +1,29 @@
-"""Serve simulated devices over Modbus TCP until Ctrl-C.
+"""Serve simulated devices until Ctrl-C: Modbus TCP, Modbus RTU on a serial line, or
+RTU framed over TCP.
 
-    python -m simulators --scenario confined_space --port 5020 --units 1 2
-    python -m simulators --profile generic_4gas --port 5020   # clean air, zeros
+    python -m simulators --scenario confined_space --tcp 5020 --units 1 2
+    python -m simulators --profile generic_4gas --rtu /dev/ttyUSB1 --baudrate 19200
+    python -m simulators --scenario confined_space --pty --units 1 2 --timeline
 
-``--inject NAME --after S`` starts one of the scenario's hazards S seconds in.
+``--pty`` makes a socat pseudo-terminal pair and prints the end to give the agent
+(``port`` of a modbus-rtu bus). ``--timeline`` replays the scenario's timeline;
+``--inject NAME --after S`` starts one hazard S seconds in.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import shutil
 import signal
+import subprocess
+import tempfile
 import threading
+import time
+from pathlib import Path
 
 from edge_agent.profiles import ProfileLibrary
-from simulators import ModbusTcpSimulator, SimulatedDevice, load_scenario
+from simulators import ModbusRtuSimulator, ModbusTcpSimulator, SimulatedDevice, load_scenario
 
 
 def main() -> None:
@@ -23,9 +32,19 @@ def main() -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--scenario", help="a file in simulators/scenarios/ (name or path)")
     source.add_argument("--profile", help="a profile in drivers/, with no scenario")
+    link = parser.add_mutually_exclusive_group()
+    link.add_argument("--tcp", type=int, metavar="PORT", help="Modbus TCP on this port "
+                      "(the default, on 5020)")
+    link.add_argument("--rtu-over-tcp", type=int, metavar="PORT",
+                      help="RTU frames over TCP, like a serial device server")
+    link.add_argument("--rtu", metavar="TTY", help="Modbus RTU on this serial port")
+    link.add_argument("--pty", action="store_true", help="Modbus RTU on a new socat pty pair")
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=5020)
+    parser.add_argument("--baudrate", type=int, default=9600)
+    parser.add_argument("--line-timing", action="store_true",
+                        help="hold each RTU answer as long as a real line at --baudrate would")
     parser.add_argument("--units", type=int, nargs="+", default=[1], help="unit ids to serve")
+    parser.add_argument("--timeline", action="store_true", help="replay the scenario's timeline")
     parser.add_argument("--inject", help="a hazard of the scenario to start")
     parser.add_argument("--after", type=float, default=10.0, help="seconds before --inject")
     args = parser.parse_args()
@@ -42,13 +61,46 @@ def main() -> None:
         timer = threading.Timer(args.after, lambda: [d.inject(args.inject) for d in devices])
         timer.daemon = True
         timer.start()
+    if args.timeline:
+        for device in devices:
+            device.start()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    with ModbusTcpSimulator(devices, host=args.host, port=args.port):
-        print(f"serving {profile.name} as unit(s) {args.units} on {args.host}:{args.port}",
-              flush=True)
+    with contextlib.ExitStack() as stack:
+        if args.pty:
+            args.rtu, agent_end = stack.enter_context(_pty_pair())
+            print(f"agent side of the line: {agent_end}", flush=True)
+        if args.rtu:
+            server = ModbusRtuSimulator(devices, args.rtu, baudrate=args.baudrate,
+                                        line_timing=args.line_timing)
+        else:
+            port = args.rtu_over_tcp or args.tcp or 5020
+            server = ModbusTcpSimulator(devices, host=args.host, port=port,
+                                        framing="rtu" if args.rtu_over_tcp else "socket")
+        stack.enter_context(server)
+        print(f"serving {profile.name} as unit(s) {args.units} on {server}", flush=True)
         with contextlib.suppress(KeyboardInterrupt):
             stop.wait()
+
+
+@contextlib.contextmanager
+def _pty_pair():
+    """Two linked pseudo-terminals; yields (simulator end, agent end)."""
+    folder = Path(tempfile.mkdtemp(prefix="edge-agent-pty-"))
+    ends = folder / "device", folder / "agent"
+    proc = subprocess.Popen(["socat", *(f"pty,raw,echo=0,link={end}" for end in ends)],
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 5
+    while not all(end.exists() for end in ends):
+        if time.monotonic() > deadline or proc.poll() is not None:
+            raise SystemExit("socat did not make the pseudo-terminals; is socat installed?")
+        time.sleep(0.01)
+    try:
+        yield str(ends[0]), str(ends[1])
+    finally:
+        proc.terminate()
+        proc.wait(5)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 if __name__ == "__main__":

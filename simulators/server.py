@@ -75,6 +75,10 @@ class _Simulator:
     def _unit_of(self, packet: bytes) -> int | None:
         raise NotImplementedError
 
+    def _line_time(self, table: str | None, write: bool, count: int) -> float:
+        """How long the transaction would hold a real line (0: not modelled)."""
+        return 0.0
+
     # --- running ------------------------------------------------------------------
 
     async def serve(self) -> None:
@@ -137,6 +141,8 @@ class _Simulator:
             self.requests += 1
             self._answer[device.unit_id] = device.answer()
             table, write = _FUNCTION.get(function_code, (None, False))
+            if delay := self._line_time(table, write, count):
+                await asyncio.sleep(delay)
             wanted = [(table, a) for a in range(address, address + count)]
             if write:
                 if not all(key in writable for key in wanted):
@@ -212,12 +218,24 @@ class ModbusTcpSimulator(_Simulator):
 
 
 class ModbusRtuSimulator(_Simulator):
-    """Modbus RTU on a serial port (in tests, one end of a socat pseudo-terminal pair)."""
+    """Modbus RTU on a serial port (in tests, one end of a socat pseudo-terminal pair).
+
+    A pseudo-terminal has no baud rate. With ``line_timing`` each answer is held back
+    for as long as the request and the answer would take on a real line at
+    ``baudrate`` (11 bits a character, Modbus over serial line §2.5.1), plus the
+    3.5-character silence before each frame, so benchmarks meet the physical limit.
+    """
 
     def __init__(self, devices: list[SimulatedDevice], port: str, baudrate: int = 9600,
-                 parity: str = "N", stopbits: int = 1) -> None:
+                 parity: str = "N", stopbits: int = 1, line_timing: bool = False) -> None:
         super().__init__(devices)
         self.port, self.baudrate, self.parity, self.stopbits = port, baudrate, parity, stopbits
+        self.line_timing = line_timing
+
+    def _line_time(self, table: str | None, write: bool, count: int) -> float:
+        if not self.line_timing:
+            return 0.0
+        return transaction_seconds(self.baudrate, table or "holding", write, count)
 
     def __str__(self) -> str:
         return self.port
@@ -233,6 +251,20 @@ class ModbusRtuSimulator(_Simulator):
 
     def _corrupt(self, packet: bytes) -> bytes:
         return _broken_crc(packet)
+
+
+def transaction_seconds(baudrate: int, table: str, write: bool, count: int) -> float:
+    """Time one RTU transaction holds the line: request, answer, and the 3.5-character
+    silence before each (fixed 1.75 ms above 19200 baud, Modbus over serial line §2.5.1.1).
+    """
+    char = 11 / baudrate
+    if write:
+        request, answer = 8, 8  # FC05/FC06: address function address value CRC, echoed
+    else:
+        data = (count + 7) // 8 if table in ("coil", "discrete") else 2 * count
+        request, answer = 8, 5 + data  # address function start count CRC; address fc n data CRC
+    silence = 0.00175 if baudrate > 19200 else 3.5 * char
+    return (request + answer) * char + 2 * silence
 
 
 def _broken_crc(packet: bytes) -> bytes:

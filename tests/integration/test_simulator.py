@@ -86,13 +86,13 @@ def test_simulator_scenarios_load(path) -> None:
     device = SimulatedDevice(profile, 1, scenario)
     for hazard in scenario.hazards:
         device.inject(hazard)
-    assert set(device.values()) == {r.name for r in profile.registers}
+    assert set(device.values()) == {p.name for p in profile.points}
 
 
 def test_simulator_command_line_serves_until_terminated() -> None:
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "simulators", "--profile", "generic_4gas",
-                             "--port", str(port), "--units", "3"], cwd=REPO,
+                             "--tcp", str(port), "--units", "3"], cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         assert wait_for_port(port, 10, lambda: proc.poll() is None)
