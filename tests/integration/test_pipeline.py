@@ -139,3 +139,28 @@ def test_kill_9_loses_nothing_committed(
         assert 0 == second.stop()
     assert_complete(platform, buffer)
     assert last_seq(buffer) > killed_at  # numbering continued; no seq was reused
+
+
+def test_sensor_fault_codes_and_range_become_qualities_and_faults(
+        agent: AgentProcess, platform: PlatformSubscriber, gas_detector: SimulatedDevice,
+        tmp_path: Path) -> None:
+    """A fault code from the device and a reading beyond the sensor's range are flagged
+    on the sample and raised as faults of that sensor, then end."""
+    view = platform.gateways[GATEWAY]
+    assert platform.wait_for(lambda: "gas1.co" in view.latest, 15), agent.log
+    gas_detector.pin("co", 0xFFFF)  # the head's sensor-fault code (profile fault_values)
+    gas_detector.pin("temperature", 85.0)  # beyond the sensor's -40..70 °C
+    assert platform.wait_for(lambda: {"gas1.co:sensor_fault", "gas1.temperature:out_of_range"}
+                             <= set(view.active), 10), agent.log
+    # Events overtake telemetry: wait for the samples of the same poll too.
+    assert platform.wait_for(lambda: view.latest["gas1.co"]["q"] == "device_fault", 10)
+    assert None is view.latest["gas1.co"]["v"]
+    assert (85.0, "out_of_range") == (view.latest["gas1.temperature"]["v"],
+                                      view.latest["gas1.temperature"]["q"])
+    gas_detector.pin("co", 2)
+    gas_detector.pin("temperature", 20.0)
+    assert platform.wait_for(lambda: not {"gas1.co:sensor_fault",
+                                          "gas1.temperature:out_of_range"} & set(view.active), 10)
+    assert platform.wait_for(lambda: view.latest["gas1.co"]["q"] == "good", 10)
+    assert 0 == agent.stop()
+    assert_complete(platform, tmp_path / "buffer.db")
