@@ -141,6 +141,13 @@ class _Simulator:
             self.requests += 1
             self._answer[device.unit_id] = device.answer()
             table, write = _FUNCTION.get(function_code, (None, False))
+            if write and set_values is None:
+                return None  # pymodbus reading back what a write just stored, for its echo
+            bits = table in ("coil", "discrete")
+            if bits:
+                # pymodbus gives bit requests the count of 16-bit words they touch, not
+                # of bits: writes carry their bits; reads refresh every word touched.
+                count = len(set_values) if set_values is not None else 16 * count
             if delay := self._line_time(table, write, count):
                 await asyncio.sleep(delay)
             wanted = [(table, a) for a in range(address, address + count)]
@@ -150,15 +157,17 @@ class _Simulator:
                 for key, value in zip(wanted, set_values or [], strict=False):
                     device.write(writable[key].name, int(value))
                 return None
-            if table is None or not all(key in defined for key in wanted):
+            if table is None or (table, address) not in defined or (
+                    not bits and not all(key in defined for key in wanted)):
                 return ExcCodes.ILLEGAL_ADDRESS
             words = device.registers()
-            if table in ("coil", "discrete"):  # bit n lives in register n // 16, bit n % 16
-                for _, bit in wanted:
-                    index = bit // 16 - start_address
-                    mask = 1 << bit % 16
-                    registers[index] = (registers[index] | mask if words[(table, bit)]
-                                        else registers[index] & ~mask)
+            if bits:  # bit n lives in word n // 16 of the block, at bit n % 16
+                first = address // 16 * 16
+                for bit in range(first, first + count):
+                    if (table, bit) in defined:
+                        index, mask = bit // 16 - start_address, 1 << bit % 16
+                        registers[index] = (registers[index] | mask if words[(table, bit)]
+                                            else registers[index] & ~mask)
             else:
                 for key in wanted:
                     registers[key[1] - start_address] = words[key]

@@ -118,7 +118,7 @@ def test_profiles_shipped_all_load() -> None:
     library = ProfileLibrary()
     assert library.directory == builtin_profiles_dir()
     for name in library.names():
-        assert library.get(name).registers
+        assert library.get(name).points
 
 
 def test_profile_error_lines_follow_inline_array_items(tmp_path: Path) -> None:
