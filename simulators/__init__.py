@@ -4,7 +4,8 @@ Never imports the daemon: the simulators stand where real devices would.
 """
 
 from simulators.device import Scenario, SimulatedDevice, load_scenario
+from simulators.serial import FrameSimulator, LineSimulator
 from simulators.server import ModbusRtuSimulator, ModbusTcpSimulator, transaction_seconds
 
-__all__ = ["ModbusRtuSimulator", "ModbusTcpSimulator", "Scenario", "SimulatedDevice",
-           "load_scenario", "transaction_seconds"]
+__all__ = ["FrameSimulator", "LineSimulator", "ModbusRtuSimulator", "ModbusTcpSimulator",
+           "Scenario", "SimulatedDevice", "load_scenario", "transaction_seconds"]

@@ -13,12 +13,14 @@ from edge_agent.acquisition.scheduler import (
     Refused,
     Transport,
 )
+from edge_agent.acquisition.serial import SerialTransport
 from edge_agent.config import (
     Bus,
     Device,
     ModbusRtuBus,
     ModbusRtuOverTcpBus,
     ModbusTcpBus,
+    SerialBus,
 )
 from edge_agent.profiles import Profile
 
@@ -27,6 +29,7 @@ TRANSPORTS: dict[type, Callable[[Bus], Transport]] = {
     ModbusTcpBus: ModbusTransport,
     ModbusRtuBus: ModbusTransport,
     ModbusRtuOverTcpBus: ModbusTransport,
+    SerialBus: SerialTransport,
 }
 
 
@@ -49,6 +52,7 @@ __all__ = [
     "PollResult",
     "ReadBlock",
     "Refused",
+    "SerialTransport",
     "Transport",
     "bus_poller",
     "plan_device",

@@ -26,6 +26,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PlainSerializer,
     PrivateAttr,
     field_validator,
     model_validator,
@@ -119,7 +120,9 @@ def _hex_bytes(value: Any) -> Any:
     return value
 
 
-HexBytes = Annotated[bytes, BeforeValidator(_hex_bytes)]
+# Written back as data sheets print them, for the config hash and `profile show`.
+HexBytes = Annotated[bytes, BeforeValidator(_hex_bytes),
+                     PlainSerializer(lambda b: b.hex(" ").upper(), return_type=str)]
 
 
 class Point(BaseModel):
@@ -354,6 +357,7 @@ class LineSpec(BaseModel):
     pattern: str
     mode: Literal["query", "stream"]
     request: str | None = Field(None, description="sent each poll in query mode, e.g. \"R\\r\\n\"")
+    setup: list[str] = Field(default_factory=list, description="sent once after opening")
     encoding: Literal["ascii", "utf-8"] = "ascii"
 
     @field_validator("pattern")
@@ -364,6 +368,12 @@ class LineSpec(BaseModel):
         except re.error as exc:
             raise ValueError(f"not a valid regular expression: {exc}") from None
         return pattern
+
+    @model_validator(mode="after")
+    def _request_for_query(self) -> LineSpec:
+        if (self.mode == "query") != (self.request is not None):
+            raise ValueError("query mode needs a request; stream mode has none")
+        return self
 
 
 class Profile(BaseModel):
@@ -415,6 +425,10 @@ class Profile(BaseModel):
             elif self.transport == "lines" and (f.byte is not None or f.bits is not None):
                 problems.append(f'field "{f.name}": byte and bits belong to frames, a line '
                                 "field is a regex group")
+            elif self.transport == "lines" and self.lines and (
+                    (f.group or f.name) not in re.compile(self.lines.pattern).groupindex):
+                problems.append(f'field "{f.name}": the pattern has no group '
+                                f'"(?P<{f.group or f.name}>...)"')
         return problems
 
     def _name_problems(self) -> list[str]:
