@@ -1,9 +1,10 @@
-"""Serve simulated devices until Ctrl-C: Modbus TCP, Modbus RTU on a serial line, or
-RTU framed over TCP.
+"""Serve simulated devices until Ctrl-C: Modbus TCP, Modbus RTU on a serial line, RTU
+framed over TCP, or a frame or text-line device on a serial line.
 
     python -m simulators --scenario confined_space --tcp 5020 --units 1 2
     python -m simulators --profile generic_4gas --rtu /dev/ttyUSB1 --baudrate 19200
     python -m simulators --scenario confined_space --pty --units 1 2 --timeline
+    python -m simulators --scenario winsen_ze03_co --pty
 
 ``--pty`` makes a socat pseudo-terminal pair and prints the end to give the agent
 (``port`` of a modbus-rtu bus). ``--timeline`` replays the scenario's timeline;
@@ -23,7 +24,14 @@ import time
 from pathlib import Path
 
 from edge_agent.profiles import ProfileLibrary
-from simulators import ModbusRtuSimulator, ModbusTcpSimulator, SimulatedDevice, load_scenario
+from simulators import (
+    FrameSimulator,
+    LineSimulator,
+    ModbusRtuSimulator,
+    ModbusTcpSimulator,
+    SimulatedDevice,
+    load_scenario,
+)
 
 
 def main() -> None:
@@ -37,8 +45,9 @@ def main() -> None:
                       "(the default, on 5020)")
     link.add_argument("--rtu-over-tcp", type=int, metavar="PORT",
                       help="RTU frames over TCP, like a serial device server")
-    link.add_argument("--rtu", metavar="TTY", help="Modbus RTU on this serial port")
-    link.add_argument("--pty", action="store_true", help="Modbus RTU on a new socat pty pair")
+    link.add_argument("--rtu", metavar="TTY", help="a serial line: Modbus RTU, or the "
+                      "profile's own frames or lines")
+    link.add_argument("--pty", action="store_true", help="the same on a new socat pty pair")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--baudrate", type=int, default=9600)
     parser.add_argument("--line-timing", action="store_true",
@@ -70,15 +79,24 @@ def main() -> None:
         if args.pty:
             args.rtu, agent_end = stack.enter_context(_pty_pair())
             print(f"agent side of the line: {agent_end}", flush=True)
-        if args.rtu:
+        if args.rtu and profile.transport != "modbus":
+            if len(devices) > 1:
+                parser.error("a frame or line device has a serial line to itself: one unit")
+            kind = FrameSimulator if profile.transport == "frame" else LineSimulator
+            server = kind(devices[0], args.rtu, baudrate=args.baudrate)
+        elif args.rtu:
             server = ModbusRtuSimulator(devices, args.rtu, baudrate=args.baudrate,
                                         line_timing=args.line_timing)
+        elif profile.transport != "modbus":
+            parser.error(f"{profile.name} speaks {profile.transport} on a serial line: "
+                         "use --rtu TTY or --pty")
         else:
             port = args.rtu_over_tcp or args.tcp or 5020
             server = ModbusTcpSimulator(devices, host=args.host, port=port,
                                         framing="rtu" if args.rtu_over_tcp else "socket")
         stack.enter_context(server)
-        print(f"serving {profile.name} as unit(s) {args.units} on {server}", flush=True)
+        print(f"serving {profile.name} as unit(s) {args.units} on {args.rtu or server}",
+              flush=True)
         with contextlib.suppress(KeyboardInterrupt):
             stop.wait()
 

@@ -109,3 +109,35 @@ def test_simulator_device_rejects_unknown_names() -> None:
         device.pin("c0", 1)
     with pytest.raises(KeyError, match="no hazard 'leak'"):
         device.inject("leak")
+
+
+def test_simulator_command_line_serves_a_frame_device_on_a_new_pty() -> None:
+    """`--pty` makes the line and prints the agent's end; the agent's serial transport
+    switches the module to Q&A and reads it there."""
+    import asyncio
+
+    from edge_agent.acquisition import SerialTransport
+    from edge_agent.config import Device, SerialBus
+
+    proc = subprocess.Popen([sys.executable, "-m", "simulators", "--scenario", "winsen_ze03_co",
+                             "--pty"], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        agent_end = proc.stdout.readline().rsplit(" ", 1)[1].strip()
+        assert "serving winsen_ze03_co" in proc.stdout.readline()
+        profile = ProfileLibrary().get("winsen_ze03_co")
+        bus = SerialBus(type="serial", name="uart", port=agent_end, timeout_ms=1000)
+        device = Device(name="co1", bus="uart", profile="winsen_ze03_co")
+
+        async def read() -> dict[str, float]:
+            transport = SerialTransport(bus)
+            try:
+                return await transport.read(device, profile)
+            finally:
+                await transport.close()
+
+        reading = profile.interpret(asyncio.run(read()))
+    finally:
+        proc.terminate()
+        assert 0 == proc.wait(10)
+    value, quality = reading["co"]
+    assert ("good", True) == (quality.label, 0 <= value <= 10)  # clean air in the scenario
