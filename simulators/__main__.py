@@ -15,13 +15,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import shutil
 import signal
-import subprocess
-import tempfile
 import threading
-import time
-from pathlib import Path
 
 from edge_agent.profiles import ProfileLibrary
 from simulators import (
@@ -32,6 +27,7 @@ from simulators import (
     SimulatedDevice,
     load_scenario,
 )
+from simulators.pty import pty_pair
 
 
 def main() -> None:
@@ -77,7 +73,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with contextlib.ExitStack() as stack:
         if args.pty:
-            args.rtu, agent_end = stack.enter_context(_pty_pair())
+            args.rtu, agent_end = stack.enter_context(pty_pair())
             print(f"agent side of the line: {agent_end}", flush=True)
         if args.rtu and profile.transport != "modbus":
             if len(devices) > 1:
@@ -99,26 +95,6 @@ def main() -> None:
               flush=True)
         with contextlib.suppress(KeyboardInterrupt):
             stop.wait()
-
-
-@contextlib.contextmanager
-def _pty_pair():
-    """Two linked pseudo-terminals; yields (simulator end, agent end)."""
-    folder = Path(tempfile.mkdtemp(prefix="edge-agent-pty-"))
-    ends = folder / "device", folder / "agent"
-    proc = subprocess.Popen(["socat", *(f"pty,raw,echo=0,link={end}" for end in ends)],
-                            stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 5
-    while not all(end.exists() for end in ends):
-        if time.monotonic() > deadline or proc.poll() is not None:
-            raise SystemExit("socat did not make the pseudo-terminals; is socat installed?")
-        time.sleep(0.01)
-    try:
-        yield str(ends[0]), str(ends[1])
-    finally:
-        proc.terminate()
-        proc.wait(5)
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 if __name__ == "__main__":

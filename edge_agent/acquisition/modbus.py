@@ -119,18 +119,18 @@ class ModbusTransport:
         if response.isError():
             self.stats.exceptions += 1
             code = getattr(response, "exception_code", None)
-            what = (f"exception {code} ({_EXCEPTIONS.get(code, 'unknown')}) for unit "
+            what = (f"exception {code} ({EXCEPTIONS.get(code, 'unknown')}) for unit "
                     f"{device.unit_id}, {method} at {address}")
             # 10 and 11 come from a gateway whose device behind it did not answer.
-            raise (NoAnswer if code in (10, 11) else Refused)(what)
+            raise (NoAnswer if code in (10, 11) else Refused)(what, code=code)
         self.stats.round_trips.append(time.monotonic() - started)
         self._silent.discard(device.name)
         return response
 
     def _went_silent(self, device: Device) -> None:
         self._silent.add(device.name)
-        if not isinstance(self.bus, ModbusRtuBus) and self._silent >= set(self._plans) and (
-                self.client.connected):
+        if (self._plans and not isinstance(self.bus, ModbusRtuBus)
+                and self._silent >= set(self._plans) and self.client.connected):
             # Every device of the link is silent: remake the connection (a gateway
             # that rebooted, a NAT that forgot us).
             self.client.close()
@@ -144,6 +144,6 @@ class ModbusTransport:
 _READS = {Function.HOLDING: "read_holding_registers", Function.INPUT: "read_input_registers",
           Function.COIL: "read_coils", Function.DISCRETE: "read_discrete_inputs"}
 # Modbus application protocol, section 7.
-_EXCEPTIONS = {1: "illegal function", 2: "illegal data address", 3: "illegal data value",
+EXCEPTIONS = {1: "illegal function", 2: "illegal data address", 3: "illegal data value",
                4: "server device failure", 5: "acknowledge", 6: "server device busy",
                10: "gateway path unavailable", 11: "gateway target failed to respond"}

@@ -31,11 +31,22 @@ FAULTS = ("comm_lost", "device_error")
 
 
 class NoAnswer(Exception):
-    """Nothing usable came back in time: timeout, connection refused or lost."""
+    """Nothing usable came back in time: timeout, connection refused or lost.
+
+    ``code`` is the Modbus exception code when a gateway said so (10, 11).
+    """
+
+    def __init__(self, message: str, code: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class Refused(Exception):
-    """The device answered, but with a Modbus exception or a malformed answer."""
+    """The device answered, but with a Modbus exception (``code``) or a malformed answer."""
+
+    def __init__(self, message: str, code: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 @dataclass

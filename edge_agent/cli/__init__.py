@@ -11,6 +11,7 @@ from rich.markup import escape
 
 from edge_agent import __version__
 from edge_agent.buffer import BufferUnavailable
+from edge_agent.cli.devices import devices_app
 from edge_agent.config import FileError, LoadedConfig, load_config
 from edge_agent.errors import StartupError
 
@@ -19,6 +20,7 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_
                        "locally, buffers in SQLite and forwards over MQTT.")
 config_app = typer.Typer(no_args_is_help=True, help="Check site configs.")
 app.add_typer(config_app, name="config")
+app.add_typer(devices_app, name="devices")
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)

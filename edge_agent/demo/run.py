@@ -24,49 +24,98 @@ from rich.text import Text
 
 from edge_agent import log
 from edge_agent._shipped import shipped_dir
-from edge_agent.config import Buffer, LoadedConfig, Mqtt, load_config
+from edge_agent.config import (
+    Buffer,
+    FileError,
+    LoadedConfig,
+    ModbusRtuBus,
+    ModbusRtuOverTcpBus,
+    Mqtt,
+    SerialBus,
+    load_config,
+)
 from edge_agent.daemon import Agent
 from edge_agent.demo.broker import Mosquitto, free_port
 from edge_agent.demo.platform import GatewayView, PlatformSubscriber
-from simulators import ModbusTcpSimulator, SimulatedDevice, load_scenario
+from edge_agent.profiles import Profile
+from simulators import (
+    FrameSimulator,
+    LineSimulator,
+    ModbusRtuSimulator,
+    ModbusTcpSimulator,
+    Scenario,
+    SimulatedDevice,
+    load_scenario,
+)
+from simulators.pty import pty_pair
 
-SITES = {  # example config and scenario -> the hazard the demo injects
-    "confined_space": "h2s_release",
-    "plating_shop": "exhaust_fan_stop",
-    "lithium_warehouse": "cell_venting",
+# example config -> (device, hazard) pairs the demo injects part-way
+SITES = {
+    "confined_space": [("bottom", "h2s_release")],
+    "plating_shop": [("sulfide-bath", "exhaust_fan_stop"),
+                     ("cyanide-line", "cyanide_bath_acidified")],
+    "lithium_warehouse": [("bay-b", "cell_venting"), ("bay-b-h2", "cell_off_gassing")],
 }
 
 
 @dataclass
 class DemoSite:
     name: str
-    hazard: str
+    hazards: list[tuple[str, str]]
     loaded: LoadedConfig
-    simulator: ModbusTcpSimulator
-    devices: list[SimulatedDevice]
+    devices: dict[str, SimulatedDevice]
     agent: Agent | None = None
 
-
-def pointed_at(loaded: LoadedConfig, *, modbus_port: int, broker_port: int,
-               buffer: Path) -> LoadedConfig:
-    """The same site config, with its buses, uplink and buffer on this machine."""
-    site = loaded.site
-    buses = [bus.model_copy(update={"host": "127.0.0.1", "port": modbus_port})
-             for bus in site.buses]
-    mqtt = Mqtt(host="127.0.0.1", port=broker_port, tls="off", reconnect_max_s=2)
-    site = site.model_copy(update={"buses": buses, "mqtt": mqtt, "buffer": Buffer(path=buffer)})
-    return LoadedConfig(path=loaded.path, site=site, profiles=loaded.profiles)
+    def inject(self) -> None:
+        for device, hazard in self.hazards:
+            self.devices[device].inject(hazard)
 
 
-def _start_site(name: str, hazard: str, workdir: Path, broker_port: int) -> DemoSite:
+def _scenario(site: str, profile: Profile) -> Scenario | None:
+    """The site's own scenario for its main device model, else the model's scenario."""
+    for name in (site, profile.name):
+        try:
+            scenario, _ = load_scenario(name)
+        except FileError:
+            continue
+        if scenario.profile == profile.name:
+            return scenario
+    return None
+
+
+def _start_site(name: str, hazards: list[tuple[str, str]], workdir: Path, broker_port: int,
+                stack: contextlib.ExitStack) -> DemoSite:
+    """Simulate every device of the example config on the kind of bus it is on, and
+    point the config at them, at the private broker and at a buffer in ``workdir``.
+    """
     loaded = load_config(shipped_dir("config") / f"{name}.toml")
-    scenario, _ = load_scenario(name, loaded.profiles)
-    devices = [SimulatedDevice(loaded.profiles.get(d.profile), d.unit_id, scenario, seed=i)
-               for i, d in enumerate(loaded.site.devices)]
-    simulator = ModbusTcpSimulator(devices, port=free_port()).start()
-    loaded = pointed_at(loaded, modbus_port=simulator.port, broker_port=broker_port,
-                        buffer=workdir / f"{name}.db")
-    return DemoSite(name, hazard, loaded, simulator, devices)
+    site = loaded.site
+    devices = {}
+    for i, d in enumerate(site.devices):
+        profile = loaded.profiles.get(d.profile)
+        devices[d.name] = SimulatedDevice(profile, d.unit_id or 1, _scenario(name, profile),
+                                          seed=i)
+    buses = []
+    for bus in site.buses:
+        on_bus = [devices[d.name] for d in site.devices if d.bus == bus.name]
+        if isinstance(bus, SerialBus | ModbusRtuBus):
+            device_end, agent_end = stack.enter_context(pty_pair(workdir / f"{name}-{bus.name}"))
+            if isinstance(bus, ModbusRtuBus):
+                server = ModbusRtuSimulator(on_bus, device_end, baudrate=bus.baudrate)
+            else:
+                kind = FrameSimulator if on_bus[0].profile.transport == "frame" else LineSimulator
+                server = kind(on_bus[0], device_end, baudrate=bus.baudrate)
+            buses.append(bus.model_copy(update={"port": agent_end}))
+        else:
+            framing = "rtu" if isinstance(bus, ModbusRtuOverTcpBus) else "socket"
+            server = ModbusTcpSimulator(on_bus, port=free_port(), framing=framing)
+            buses.append(bus.model_copy(update={"host": "127.0.0.1", "port": server.port}))
+        stack.enter_context(server)
+    mqtt = Mqtt(host="127.0.0.1", port=broker_port, tls="off", reconnect_max_s=2)
+    site = site.model_copy(update={"buses": buses, "mqtt": mqtt,
+                                   "buffer": Buffer(path=workdir / f"{name}.db")})
+    return DemoSite(name, hazards, LoadedConfig(path=loaded.path, site=site,
+                                                profiles=loaded.profiles), devices)
 
 
 def run_demo(seconds: float, keep: bool, console: Console) -> int:
@@ -76,19 +125,18 @@ def run_demo(seconds: float, keep: bool, console: Console) -> int:
         console.width = max(console.width, 110)  # a log file: room for the summary table
     workdir = Path(tempfile.mkdtemp(prefix="edge-agent-demo-"))
     broker = Mosquitto(workdir=workdir).start()
-    sites: list[DemoSite] = []
     platform = PlatformSubscriber(broker.port).start()
+    stack = contextlib.ExitStack()
     try:
-        sites = [_start_site(name, hazard, workdir, broker.port)
-                 for name, hazard in SITES.items()]
+        sites = [_start_site(name, hazards, workdir, broker.port, stack)
+                 for name, hazards in SITES.items()]
         console.print(f"[bold]edge-agent demo[/]: {len(sites)} sites, broker on "
                       f"127.0.0.1:{broker.port}, working directory {workdir}")
         asyncio.run(_run(sites, platform, seconds, console))
         return _summary(sites, platform, console)
     finally:
         platform.stop()
-        for site in sites:
-            site.simulator.stop()
+        stack.close()
         broker.stop()
         if keep:
             console.print(f"kept {workdir}")
@@ -118,7 +166,7 @@ async def _run(sites: list[DemoSite], platform: PlatformSubscriber, seconds: flo
                 break
             if not injected and elapsed >= inject_at:
                 for site in sites:
-                    site.devices[-1].inject(site.hazard)
+                    site.inject()
                 injected = True
             if isinstance(live, Live):
                 live.update(_view(sites, platform, elapsed, seconds), refresh=True)

@@ -20,8 +20,8 @@ def test_cli_validate_ok_prints_one_summary_line() -> None:
     lines = result.stdout.splitlines()
     assert 1 == len(lines)
     assert lines[0].startswith("OK config/confined_space.toml: gateway gw-cs-0001, site "
-                               "sz-sewer-north-12, 1 bus(es), 2 device(s), 14 channels, "
-                               "16 alarm limits, config hash ")
+                               "sz-sewer-north-12, 2 bus(es), 3 device(s), 15 channels, "
+                               "18 alarm limits, config hash ")
 
 
 def test_cli_validate_lists_every_problem_and_exits_1() -> None:
