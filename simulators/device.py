@@ -20,7 +20,8 @@ Scenario files (``simulators/scenarios/<name>.toml``)::
     for_s = 20
 
 A hazard moves each named value from its baseline to ``peak`` and back along a
-trapezoid (rise, hold, fall). The timeline replays hazards and device faults at
+trapezoid (after ``delay_s``: rise, hold, fall), so one hazard can tell a story
+(off-gas first, heat later). The timeline replays hazards and device faults at
 fixed times after ``start()``, so a test or the demo sees the same run every
 time (with a fixed seed).
 """
@@ -59,6 +60,7 @@ class Excursion(BaseModel):
     model_config = _Strict
 
     peak: float
+    delay_s: float = Field(0.0, ge=0, description="wait after the hazard starts")
     rise_s: float = Field(10.0, ge=0)
     hold_s: float = Field(30.0, ge=0)
     fall_s: float = Field(10.0, ge=0)
@@ -343,6 +345,7 @@ def _words(reg: Register, wire: bytes) -> list[int]:
 
 def _trapezoid(t: float, exc: Excursion) -> float:
     """0 before and after, 1 while holding, linear in between."""
+    t -= exc.delay_s
     if t < 0:
         return 0.0
     if t < exc.rise_s:
