@@ -388,8 +388,8 @@ def test_scenario_hazard_reaches_its_peak(name: str, hazard: str) -> None:
     agent (out_of_range where the peak passes the sensor's range), the others stay put."""
     scenario, profile = load_scenario(name)
     excursions = scenario.hazards[hazard].excursions()
-    start = max(e.rise_s for e in excursions.values())
-    end = min(e.rise_s + e.hold_s for e in excursions.values())
+    start = max(e.delay_s + e.rise_s for e in excursions.values())
+    end = min(e.delay_s + e.rise_s + e.hold_s for e in excursions.values())
     assert start <= end, f"{hazard}: its values never hold their peaks together"
     now = [0.0]
     device = SimulatedDevice(profile, 1, scenario, seed=1, clock=lambda: now[0])
