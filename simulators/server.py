@@ -62,6 +62,7 @@ class _Simulator:
             raise ValueError(f"unit ids must be unique on one server, got {ids}")
         self.devices = {d.unit_id: d for d in devices}
         self.requests = 0
+        self.connections = 0  # connections accepted (TCP); a serial line is one
         self._answer: dict[int, str] = {}  # unit -> how to treat the answer being sent
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: ModbusTcpServer | ModbusSerialServer | None = None
@@ -210,7 +211,10 @@ class ModbusTcpSimulator(_Simulator):
     def _make_server(self, context: list[SimDevice]) -> ModbusTcpServer:
         framer = FramerType.RTU if self.framing == "rtu" else FramerType.SOCKET
         return ModbusTcpServer(context, framer=framer, address=(self.host, self.port),
-                               trace_packet=self._misbehave)
+                               trace_packet=self._misbehave, trace_connect=self._count)
+
+    def _count(self, connected: bool) -> None:
+        self.connections += connected
 
     def _unit_of(self, packet: bytes) -> int | None:
         if self.framing == "rtu":

@@ -76,8 +76,12 @@ class ModbusTransport:
 
     async def read(self, device: Device, profile: Profile) -> dict[str, float]:
         raw: dict[str, float] = {}
-        for block in self.plan(device, profile).blocks:
-            raw.update(block.raw(await self.transact(device, block)))
+        try:
+            for block in self.plan(device, profile).blocks:
+                raw.update(block.raw(await self.transact(device, block)))
+        finally:
+            if getattr(self.bus, "connection", "keep") == "per-poll":
+                self.client.close()
         return raw
 
     async def transact(self, device: Device, block: ReadBlock) -> list[int]:

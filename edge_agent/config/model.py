@@ -76,21 +76,27 @@ class _BusBase(BaseModel):
                         "for devices that need it")
 
 
-class ModbusTcpBus(_BusBase):
+class _TcpLink(_BusBase):
+    host: str = Field(min_length=1)
+    # Some devices and gateways serve one master connection at a time: holding it
+    # open locks out a SCADA or a technician's tool (PEER_LESSONS 10).
+    connection: Literal["keep", "per-poll"] = Field(
+        "keep", description="keep the TCP connection open, or close it after each poll")
+
+
+class ModbusTcpBus(_TcpLink):
     """Modbus TCP: a device or a Modbus gateway on the plant network."""
 
     type: Literal["modbus-tcp"]
-    host: str = Field(min_length=1)
     port: int = Field(502, ge=1, le=65535)
 
 
-class ModbusRtuOverTcpBus(_BusBase):
+class ModbusRtuOverTcpBus(_TcpLink):
     """RTU frames (with CRC, no MBAP header) tunnelled over TCP by a serial device
     server or 4G DTU in front of an RS-485 line.
     """
 
     type: Literal["modbus-rtu-over-tcp"]
-    host: str = Field(min_length=1)
     port: int = Field(ge=1, le=65535)
 
 

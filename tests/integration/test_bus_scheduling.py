@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from edge_agent.acquisition import BusPoller, PollResult, bus_poller
-from edge_agent.config import Device, ModbusRtuBus, ModbusRtuOverTcpBus
+from edge_agent.config import Device, ModbusRtuBus, ModbusRtuOverTcpBus, ModbusTcpBus
 from edge_agent.demo.broker import free_port
 from edge_agent.profiles import Profile, ProfileLibrary
 from edge_agent.records import Quality
@@ -196,3 +196,18 @@ def test_dead_units_behind_a_gateway_do_not_cut_off_the_live_one() -> None:
     assert len(live) >= 6
     assert {None} == {r.fault for _, r in live}
     assert {Quality.GOOD} == {s.quality for _, r in live for s in r.samples}
+
+
+@pytest.mark.parametrize(("connection", "expected"), [("keep", 1), ("per-poll", 4)])
+def test_tcp_connection_kept_or_closed_after_each_poll(connection: str, expected: int) -> None:
+    """Devices that take one master at a time need the link given back after each poll."""
+    port = free_port()
+    with ModbusTcpSimulator([simulated(1)], port=port) as server:
+        bus = ModbusTcpBus(type="modbus-tcp", name="rs485", host="127.0.0.1", port=port,
+                           connection=connection)
+        results, _ = run_for(lambda emit: bus_poller(bus, devices(1), emit), 10.0,
+                             until=lambda rs: len(rs) >= 4)
+        connections = server.connections
+    assert 4 == len(results)
+    assert {None} == {r.fault for _, r in results}
+    assert expected == connections
