@@ -82,7 +82,8 @@ class Agent:
                 unit = profile.point(name).unit
                 for limit in channel.limits:
                     yield LimitSpec(f"{device.name}.{name}", limit.level, limit.direction,
-                                    limit.setpoint, limit.deadband, unit)
+                                    limit.setpoint, limit.deadband, unit, limit.on_delay_s,
+                                    limit.off_delay_s, limit.latch)
 
     def health(self) -> dict[str, Any]:
         """The agent's own figures, published on ``health`` (called from the uplink thread)."""

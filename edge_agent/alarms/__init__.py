@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_agent.core import new_state, threshold_step
+from edge_agent.core import ThresholdBank
 from edge_agent.records import ActiveAlarm, Event, EventClass
 
 __all__ = ["AlarmEngine", "LimitSpec", "Outcome"]
@@ -32,6 +32,9 @@ class LimitSpec:
     setpoint: float
     deadband: float
     unit: str
+    on_delay_s: float = 0.0
+    off_delay_s: float = 0.0
+    latch: bool = False
 
     @property
     def key(self) -> str:
@@ -65,22 +68,26 @@ class AlarmEngine:
         self.channels = {name: i for i, name in enumerate(channels)}
         self.limits = list(limits)
         self._new_id = new_id
-        self._channel = np.array([self.channels[x.channel] for x in limits], dtype=np.int64)
-        self._setpoint = np.array([x.setpoint for x in limits], dtype=np.float64)
-        self._above = np.array([x.direction == "above" for x in limits], dtype=np.bool_)
-        self._deadband = np.array([x.deadband for x in limits], dtype=np.float64)
-        self._active, self._changed = new_state(len(limits))
+        self.bank = ThresholdBank(
+            np.array([self.channels[x.channel] for x in limits], dtype=np.int64),
+            np.array([x.setpoint for x in limits]),
+            np.array([x.direction == "above" for x in limits]),
+            np.array([x.deadband for x in limits]),
+            on_delay=np.array([x.on_delay_s for x in limits]),
+            off_delay=np.array([x.off_delay_s for x in limits]),
+            latch=np.array([x.latch for x in limits], dtype=bool))
+        self._last = np.full(len(self.channels), np.nan)  # last reading per channel
         self._fault_keys = set(fault_keys)
         # Load (or compile) the kernel now, not on the first reading: a NaN-only
-        # cycle changes no state.
-        threshold_step(np.full(max(1, len(self.channels)), np.nan), self._channel,
-                       self._setpoint, self._above, self._deadband, self._active, self._changed)
+        # cycle before any reading changes no state.
+        self.bank.step(np.full(max(1, len(self.channels)), np.nan), 0.0)
         self.active: dict[str, ActiveAlarm] = {}
         self._orphans: list[ActiveAlarm] = []
         for key, alarm in (restored or {}).items():
             index = self._limit_index(key)
             if index is not None:
-                self._active[index] = True
+                # Raised before the restart: the alarm holds until readings say otherwise.
+                self.bank.active[index] = self.bank.condition[index] = True
             if index is not None or key in self._fault_keys:
                 self.active[key] = alarm
             else:
@@ -103,23 +110,39 @@ class AlarmEngine:
         return out
 
     def judge(self, values: dict[str, float], ts_ms: int) -> Outcome:
-        """Run the limits on one poll result (channel -> value, NaN if unknown)."""
+        """Run the limits on one poll result (channel -> value, NaN if unknown).
+
+        Every limit is stepped, not only those of the polled channels, so on- and
+        off-delays run on time whichever device was polled.
+        """
         vector = np.full(len(self.channels), np.nan)
         for name, value in values.items():
             vector[self.channels[name]] = value
+        np.copyto(self._last, vector, where=~np.isnan(vector))
         out = Outcome()
-        if not threshold_step(vector, self._channel, self._setpoint, self._above,
-                              self._deadband, self._active, self._changed):
+        if not self.bank.step(vector, ts_ms / 1000):
             return out
-        for i in np.flatnonzero(self._changed):
+        for i in np.flatnonzero(self.bank.changed):
             limit = self.limits[i]
+            value = self._last[self.channels[limit.channel]]
             details = {"channel": limit.channel, "kind": "threshold", "level": limit.level,
                        "direction": limit.direction, "setpoint": limit.setpoint,
-                       "deadband": limit.deadband, "value": values[limit.channel],
-                       "unit": limit.unit}
-            out.extend(self._transition("alarm", limit.key, bool(self._active[i]), ts_ms,
+                       "deadband": limit.deadband, "latch": limit.latch,
+                       "value": None if np.isnan(value) else float(value), "unit": limit.unit}
+            out.extend(self._transition("alarm", limit.key, bool(self.bank.active[i]), ts_ms,
                                         details))
         return out
+
+    def ack(self, key: str, ts_ms: int, by: str) -> Outcome:
+        """A person acknowledged the alarm ``key``; a latched alarm whose condition is
+        gone ends at the next cycle. KeyError if no such alarm is active.
+        """
+        alarm = self.active[key]
+        index = self._limit_index(key)
+        if index is not None:
+            self.bank.acked[index] = True
+        return Outcome(events=[Event(ts_ms, alarm.cls, "acknowledged", alarm.alarm_id,  # type: ignore[arg-type]
+                                     key, {"by": by})])
 
     def fault(self, key: str, active: bool, ts_ms: int, details: dict[str, Any]) -> Outcome:
         """Report a fault condition (e.g. ``gas1:comm_lost``); events only on a change."""

@@ -134,9 +134,11 @@ class Limit(BaseModel):
     """One alarm limit: level 1 or 2, raised when the value reaches a setpoint.
 
     ``above = 20`` alarms at value >= 20 (toxic and flammable gases, O2 high);
-    ``below = 19.5`` alarms at value <= 19.5 (O2 low). The alarm clears once the
+    ``below = 19.5`` alarms at value <= 19.5 (O2 low). The condition clears once the
     value is back past the setpoint by more than ``deadband``, so that a reading
-    hovering at the setpoint does not chatter.
+    hovering at the setpoint does not chatter; the alarm follows it after
+    ``on_delay_s`` and ``off_delay_s``, and a latching alarm also waits for an
+    acknowledgement.
     """
 
     model_config = _Strict
@@ -146,6 +148,11 @@ class Limit(BaseModel):
     above: float | None = Field(None, allow_inf_nan=False)
     below: float | None = Field(None, allow_inf_nan=False)
     deadband: float = Field(0.0, ge=0, allow_inf_nan=False)
+    on_delay_s: float = Field(0.0, ge=0, le=600, description="the condition must hold this "
+                              "long before the alarm (ALARM_MANAGEMENT.md §6.4: <= 5 s for L1)")
+    off_delay_s: float = Field(0.0, ge=0, le=3600, description="the condition must be gone "
+                               "this long before the alarm ends")
+    latch: bool = Field(False, description="the alarm ends only once acknowledged as well")
 
     @model_validator(mode="after")
     def _one_direction(self) -> Limit:
