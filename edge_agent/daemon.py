@@ -76,14 +76,11 @@ class Agent:
                                     "started": int(self.started * 1000)})
 
     def _limits(self):
-        for device in self.loaded.site.devices:
-            profile = self.loaded.profiles.get(device.profile)
-            for name, channel in device.channels.items():
-                unit = profile.point(name).unit
-                for limit in channel.limits:
-                    yield LimitSpec(f"{device.name}.{name}", limit.level, limit.direction,
-                                    limit.setpoint, limit.deadband, unit, limit.on_delay_s,
-                                    limit.off_delay_s, limit.latch)
+        for rules in self.loaded.channels():
+            for limit in rules.limits:
+                yield LimitSpec(rules.channel, limit.level, limit.direction, limit.setpoint,
+                                limit.deadband, rules.point.unit, limit.on_delay_s,
+                                limit.off_delay_s, limit.latch)
 
     def health(self) -> dict[str, Any]:
         """The agent's own figures, published on ``health`` (called from the uplink thread)."""

@@ -62,8 +62,9 @@ def config_validate(path: Annotated[Path, typer.Argument(help="site config (TOML
     """Check a site config with the daemon's own loader; list every problem."""
     loaded = _load_or_exit(path)
     site = loaded.site
-    limits = sum(len(c.limits) for d in site.devices for c in d.channels.values())
-    channels = sum(len(loaded.profiles.get(d.profile).channels) for d in site.devices)
+    rules = loaded.channels()
+    limits = sum(len(r.limits) for r in rules)
+    channels = len(rules)
     out.print(f"[green]OK[/] {path}: gateway {site.gateway_id}, site {site.site_id}, "
               f"{len(site.buses)} bus(es), {len(site.devices)} device(s), {channels} channels, "
               f"{limits} alarm limits, config hash {loaded.hash[:12]}", highlight=False)

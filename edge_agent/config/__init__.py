@@ -7,8 +7,10 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from edge_agent.config.defaults import default_limits
 from edge_agent.config.model import (
     MODBUS_BUSES,
+    AlarmDefaults,
     Buffer,
     Bus,
     Channel,
@@ -21,14 +23,16 @@ from edge_agent.config.model import (
     SerialBus,
     SiteConfig,
 )
-from edge_agent.profiles import ProfileLibrary
+from edge_agent.profiles import Point, ProfileLibrary
 from edge_agent.validation import FileError, read_toml, validate
 
 __all__ = [
     "MODBUS_BUSES",
+    "AlarmDefaults",
     "Buffer",
     "Bus",
     "Channel",
+    "ChannelRules",
     "Device",
     "FileError",
     "Limit",
@@ -44,6 +48,19 @@ __all__ = [
 
 
 @dataclass(frozen=True)
+class ChannelRules:
+    """What the agent judges one published value by, defaults applied."""
+
+    device: Device
+    point: Point
+    limits: list[Limit]
+
+    @property
+    def channel(self) -> str:
+        return f"{self.device.name}.{self.point.name}"
+
+
+@dataclass(frozen=True)
 class LoadedConfig:
     """A validated site config with the profiles it names and its hash."""
 
@@ -51,9 +68,26 @@ class LoadedConfig:
     site: SiteConfig
     profiles: ProfileLibrary
 
+    def channels(self) -> list[ChannelRules]:
+        """Every published value of the site in config order, with its rules: the
+        channel's own settings, else the site's defaults for the value's gas.
+        """
+        defaults = self.site.alarm_defaults
+        out = []
+        for device in self.site.devices:
+            for point in self.profiles.get(device.profile).channels:
+                settings = device.channels.get(point.name, Channel())
+                limits = settings.limits
+                if limits is None:
+                    limits = [Limit.model_validate(d) for d in default_limits(
+                        point.gas, point.unit, defaults.scheme, defaults.molar_volume_l)]
+                out.append(ChannelRules(device, point, limits))
+        return out
+
     @property
     def hash(self) -> str:
-        """sha256 of the validated config and the profiles its devices use.
+        """sha256 of the validated config, the profiles its devices use and the limits
+        in force.
 
         Comments, key order and whitespace do not change it; a changed limit or
         register map does, so a pushed config equal to the running one is a no-op.
@@ -62,6 +96,9 @@ class LoadedConfig:
         document = {
             "site": self.site.model_dump(mode="json"),
             "profiles": {name: self.profiles.get(name).model_dump(mode="json") for name in used},
+            # the defaults in force, which a new version of the agent could change
+            "limits": {r.channel: [limit.model_dump(mode="json") for limit in r.limits]
+                       for r in self.channels()},
         }
         return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()
 

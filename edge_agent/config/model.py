@@ -170,31 +170,38 @@ class Limit(BaseModel):
 
 
 class Channel(BaseModel):
-    """Settings for one register of a device; every register is polled either way."""
+    """Settings for one published value of a device; every value is polled either way."""
 
     model_config = _Strict
 
-    limits: list[Limit] = Field(default_factory=list, max_length=4)
+    limits: list[Limit] | None = Field(
+        None, max_length=4, description="default: the site's alarm_defaults scheme for the "
+        "value's gas; [] for none")
 
     @model_validator(mode="after")
     def _consistent(self) -> Channel:
-        seen: dict[tuple[str, int], float] = {}
-        for limit in self.limits:
-            key = (limit.direction, limit.level)
-            if key in seen:
-                raise ValueError(f"two level-{limit.level} limits {limit.direction} a setpoint")
-            seen[key] = limit.setpoint
-        for direction, sign in (("above", 1), ("below", -1)):
-            l1, l2 = seen.get((direction, 1)), seen.get((direction, 2))
-            if l1 is not None and l2 is not None and sign * (l2 - l1) <= 0:
-                raise ValueError(f"the level-2 limit {direction} ({l2}) must be further "
-                                 f"{direction} than level 1 ({l1})")
-        highs = [v for (d, _), v in seen.items() if d == "above"]
-        lows = [v for (d, _), v in seen.items() if d == "below"]
-        if highs and lows and max(lows) >= min(highs):
-            raise ValueError(f"limits below ({max(lows)}) must be lower than limits above "
-                             f"({min(highs)})")
+        check_limits(self.limits or [])
         return self
+
+
+def check_limits(limits: list[Limit]) -> None:
+    """Two limits of one level and direction, inverted levels, lows above highs: refused."""
+    seen: dict[tuple[str, int], float] = {}
+    for limit in limits:
+        key = (limit.direction, limit.level)
+        if key in seen:
+            raise ValueError(f"two level-{limit.level} limits {limit.direction} a setpoint")
+        seen[key] = limit.setpoint
+    for direction, sign in (("above", 1), ("below", -1)):
+        l1, l2 = seen.get((direction, 1)), seen.get((direction, 2))
+        if l1 is not None and l2 is not None and sign * (l2 - l1) <= 0:
+            raise ValueError(f"the level-2 limit {direction} ({l2}) must be further "
+                             f"{direction} than level 1 ({l1})")
+    highs = [v for (d, _), v in seen.items() if d == "above"]
+    lows = [v for (d, _), v in seen.items() if d == "below"]
+    if highs and lows and max(lows) >= min(highs):
+        raise ValueError(f"limits below ({max(lows)}) must be lower than limits above "
+                         f"({min(highs)})")
 
 
 class Device(BaseModel):
@@ -314,6 +321,18 @@ class Buffer(BaseModel):
 
 # --- the site -------------------------------------------------------------------
 
+class AlarmDefaults(BaseModel):
+    """Where channels without limits of their own get theirs (config/defaults.py)."""
+
+    model_config = _Strict
+
+    scheme: Literal["gbt50493", "gbzt223", "none"] = Field(
+        "gbt50493", description="GB/T 50493-2019 (100 %/200 % OEL), GBZ/T 223-2009 "
+        "(½ and 1 × MAC or STEL), or none")
+    molar_volume_l: float = Field(24.05, ge=22.0, le=25.0, description="L/mol for mg/m3 -> "
+                                  "ppm: 24.05 at 20 °C (Chinese workplace sampling)")
+
+
 class SiteConfig(BaseModel):
     """One gateway on one site: its buses, devices, alarm limits, uplink and buffer."""
 
@@ -322,6 +341,7 @@ class SiteConfig(BaseModel):
     gateway_id: TopicId
     site_id: TopicId
     profiles_dir: ConfigPath | None = Field(None, description="default: the shipped drivers/")
+    alarm_defaults: AlarmDefaults = AlarmDefaults()
     buses: list[Bus] = Field(min_length=1)
     devices: list[Device] = Field(min_length=1)
     mqtt: Mqtt

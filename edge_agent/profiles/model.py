@@ -105,6 +105,10 @@ _PERMUTATION = {
 
 _Frozen = ConfigDict(extra="forbid", frozen=True)
 PointName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=32)]
+# The substances edge-agent knows default limits for (edge_agent/config/defaults.py):
+# toxic gases of GBZ 2.1, oxygen, and flammables as %LEL.
+Gas = Literal["o2", "flammable", "h2s", "co", "hcn", "hcl", "cl2", "nh3", "so2", "no2", "hf",
+              "co2", "h2", "voc"]
 # What a device can say about its own readings (status codes and bits).
 StatusState = Literal["good", "bad", "not_ready", "device_fault", "out_of_range"]
 _NO_VALUE = (Quality.BAD, Quality.NOT_READY, Quality.DEVICE_FAULT, Quality.COMM_LOST)
@@ -149,6 +153,7 @@ class Point(BaseModel):
     fault_values: list[int] = Field(default_factory=list,
                                     description="raw values by which the device reports a fault")
     publish: bool = Field(True, description="false for helper values (status, decimals)")
+    gas: Gas | None = Field(None, description="what the value measures, for default limits")
     description: str = ""
 
     _struct: struct.Struct = PrivateAttr()

@@ -68,3 +68,58 @@ def test_config_missing_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(FileError) as caught:
         load_config(tmp_path / "nope.toml")
     assert [f"{tmp_path / 'nope.toml'}: file not found"] == caught.value.report().splitlines()
+
+
+def site_with(tmp_path: Path, channels: str, scheme: str | None = None) -> Path:
+    defaults = f'[alarm_defaults]\nscheme = "{scheme}"\n' if scheme else ""
+    path = tmp_path / "site.toml"
+    path.write_text(f'''gateway_id = "gw-1"
+site_id = "site-1"
+{defaults}
+[[buses]]
+name = "field"
+type = "modbus-tcp"
+host = "10.0.0.5"
+
+[[devices]]
+name = "gas1"
+bus = "field"
+unit_id = 1
+profile = "generic_4gas"
+{channels}
+[mqtt]
+host = "127.0.0.1"
+tls = "off"
+''')
+    return path
+
+
+def limits_of(path: Path) -> dict[str, list[tuple]]:
+    return {r.channel: [(lim.level, lim.direction, lim.setpoint) for lim in r.limits]
+            for r in load_config(path).channels() if r.limits}
+
+
+def test_config_channels_without_limits_get_the_gas_defaults(tmp_path: Path) -> None:
+    """GB/T 50493-2019 by default: O2 19.5/23.5 %VOL, EX 25/50 %LEL, toxics at 100 % and
+    200 % of the GBZ 2.1 OEL converted to ppm at 20 °C (H2S MAC 10 mg/m3 = 7.06 ppm)."""
+    assert {"gas1.o2": [(1, "below", 19.5), (1, "above", 23.5)],
+            "gas1.co": [(1, "above", 17.17), (2, "above", 34.34)],
+            "gas1.h2s": [(1, "above", 7.06), (2, "above", 14.11)],
+            "gas1.lel": [(1, "above", 25.0), (2, "above", 50.0)]} == limits_of(
+        site_with(tmp_path, ""))
+
+
+def test_config_own_limits_replace_defaults_and_empty_turns_them_off(tmp_path: Path) -> None:
+    channels = ('[devices.channels.co]\nlimits = [{ level = 1, above = 30 }]\n'
+                '[devices.channels.h2s]\nlimits = []\n')
+    limits = limits_of(site_with(tmp_path, channels))
+    assert [(1, "above", 30.0)] == limits["gas1.co"]
+    assert "gas1.h2s" not in limits
+
+
+def test_config_gbzt223_scheme_and_none(tmp_path: Path) -> None:
+    """GBZ/T 223-2009: 预报 ½ and 警报 1 × the MAC or PC-STEL (CO STEL 30 mg/m3 = 25.76 ppm)."""
+    limits = limits_of(site_with(tmp_path, "", scheme="gbzt223"))
+    assert [(1, "above", 12.88), (2, "above", 25.76)] == limits["gas1.co"]
+    assert [(1, "above", 3.53), (2, "above", 7.06)] == limits["gas1.h2s"]
+    assert {} == limits_of(site_with(tmp_path, "", scheme="none"))
