@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any, Literal
 
+import numpy as np
+
 
 class Quality(IntEnum):
     """How far a sample can be trusted; stored as the integer, published as the name.
@@ -71,3 +73,8 @@ class ActiveAlarm:
     alarm_id: str
     cls: str
     raised_ms: int
+
+
+# The alarm core's saved state: kernel -> (row keys, arrays whose first axis follows
+# the keys), so rows find their limit or channel again after a config change.
+CoreState = dict[str, tuple[list[str], dict[str, np.ndarray]]]

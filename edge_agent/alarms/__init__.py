@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from edge_agent.core import ThresholdBank
-from edge_agent.records import ActiveAlarm, Event, EventClass
+from edge_agent.records import ActiveAlarm, CoreState, Event, EventClass
 
 __all__ = ["AlarmEngine", "LimitSpec", "Outcome"]
 
@@ -59,6 +59,19 @@ def _new_id() -> str:
     return uuid.uuid4().hex
 
 
+def aligned(now: dict[str, np.ndarray], keys: list[str], saved_keys: list[str],
+            saved: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``now`` with the rows of ``saved`` copied in where their keys match."""
+    index = {key: i for i, key in enumerate(keys)}
+    pairs = [(index[key], j) for j, key in enumerate(saved_keys) if key in index]
+    out = {name: array.copy() for name, array in now.items()}
+    for name, array in out.items():
+        if name in saved and pairs and saved[name].shape[1:] == array.shape[1:]:
+            rows, saved_rows = zip(*pairs, strict=True)
+            array[list(rows)] = saved[name][list(saved_rows)]
+    return out
+
+
 class AlarmEngine:
     """Alarm limits and fault conditions of one site."""
 
@@ -92,6 +105,24 @@ class AlarmEngine:
                 self.active[key] = alarm
             else:
                 self._orphans.append(alarm)
+
+    def snapshot(self) -> CoreState:
+        """The core's state, to store with a cycle so a restart continues from it."""
+        return {"threshold": ([x.key for x in self.limits], self.bank.state())}
+
+    def restore(self, saved: CoreState) -> None:
+        """Continue from a stored snapshot, row by key: limits added since start fresh,
+        limits gone are dropped. Which alarms are active comes from the active alarms
+        stored with the events, which are never older than the snapshot.
+        """
+        if "threshold" in saved:
+            keys, arrays = saved["threshold"]
+            self.bank.load(aligned(self.bank.state(), [x.key for x in self.limits], keys,
+                                   arrays))
+        for i, limit in enumerate(self.limits):
+            self.bank.active[i] = limit.key in self.active
+            if self.bank.active[i]:
+                self.bank.condition[i] = True
 
     def _limit_index(self, key: str) -> int | None:
         for i, limit in enumerate(self.limits):

@@ -9,18 +9,21 @@ has the broker's PUBACK for them. The buffer knows nothing of MQTT.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import sqlite3
+import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import sqlite_utils
 
 from edge_agent.errors import StartupError
-from edge_agent.records import ActiveAlarm, Event, Quality, Sample
+from edge_agent.records import ActiveAlarm, CoreState, Event, Quality, Sample
 
 __all__ = ["Buffer", "BufferUnavailable", "EventRow", "SampleRow"]
 
@@ -41,6 +44,17 @@ class SampleRow:
 class EventRow:
     seq: int
     body: dict[str, Any]
+
+
+def _pack(arrays: dict[str, np.ndarray]) -> bytes:
+    out = io.BytesIO()
+    np.savez(out, **arrays)  # numpy's own format: no pickle, dtypes and shapes kept
+    return out.getvalue()
+
+
+def _unpack(blob: bytes) -> dict[str, np.ndarray]:
+    with np.load(io.BytesIO(blob), allow_pickle=False) as archive:
+        return {name: archive[name] for name in archive.files}
 
 
 class BufferUnavailable(StartupError):
@@ -82,6 +96,10 @@ class Buffer:
             db["active_alarms"].create(
                 {"key": str, "alarm_id": str, "cls": str, "raised_ms": int}, pk="key",
                 if_not_exists=True)
+            # The alarm core's state arrays (exposure windows, timers), so a restart
+            # does not reset them; rows of each array are keyed (by limit or channel).
+            db["core_state"].create({"kernel": str, "keys": str, "arrays": bytes,
+                                     "saved_ms": int}, pk="kernel", if_not_exists=True)
             # A new buffer file starts a new epoch: sequence numbers restart at 1, and
             # the platform de-duplicates by (gateway, epoch, seq), so numbers reused by
             # a recreated buffer are never mistaken for duplicates.
@@ -91,14 +109,16 @@ class Buffer:
     # --- writing (the daemon's poll path) ----------------------------------------
 
     def commit_cycle(self, samples: Sequence[Sample], events: Sequence[Event],
-                     raised: Iterable[ActiveAlarm] = (), ended: Iterable[str] = ()) -> int:
+                     raised: Iterable[ActiveAlarm] = (), ended: Iterable[str] = (),
+                     core_state: CoreState | None = None) -> int:
         """Store one cycle's samples and events in one transaction; return the last seq.
 
-        ``raised`` and ``ended`` update the active alarms in the same
-        transaction, so the alarm state on disk always matches the events.
+        ``raised`` and ``ended`` update the active alarms, and ``core_state`` (when
+        given) replaces the saved state of the alarm core, in the same transaction,
+        so the state on disk always matches the events.
         """
         try:
-            return self._commit_cycle(samples, events, raised, ended)
+            return self._commit_cycle(samples, events, raised, ended, core_state or {})
         except BaseException:
             self._channel_ids.clear()  # ids cached inside a rolled-back transaction
             raise
@@ -121,8 +141,13 @@ class Buffer:
             raise
 
     def _commit_cycle(self, samples: Sequence[Sample], events: Sequence[Event],
-                      raised: Iterable[ActiveAlarm], ended: Iterable[str]) -> int:
+                      raised: Iterable[ActiveAlarm], ended: Iterable[str],
+                      core_state: CoreState) -> int:
         with self._writing():
+            self.db.conn.executemany(
+                "INSERT OR REPLACE INTO core_state VALUES (?, ?, ?, ?)",
+                [(kernel, json.dumps(keys), _pack(arrays), int(time.time() * 1000))
+                 for kernel, (keys, arrays) in core_state.items()])
             seq = self._meta("next_seq")
             if events:
                 self.db.conn.executemany(
@@ -189,6 +214,11 @@ class Buffer:
     def active_alarms(self) -> dict[str, ActiveAlarm]:
         rows = self.db.execute("SELECT key, alarm_id, cls, raised_ms FROM active_alarms")
         return {row[0]: ActiveAlarm(*row) for row in rows}
+
+    def core_state(self) -> CoreState:
+        """The alarm core's state as last saved: kernel -> (keys, arrays)."""
+        rows = self.db.execute("SELECT kernel, keys, arrays FROM core_state")
+        return {kernel: (json.loads(keys), _unpack(blob)) for kernel, keys, blob in rows}
 
     def last_seq(self) -> int:
         return self._meta("next_seq") - 1

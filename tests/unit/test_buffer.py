@@ -86,3 +86,17 @@ def test_buffer_quota_evicts_oldest_telemetry_never_events(tmp_path: Path) -> No
 def test_buffer_delete_refuses_other_tables(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="no table 'meta'"):
         Buffer(tmp_path / "b.db").delete("meta", [1])
+
+
+def test_buffer_core_state_round_trip(tmp_path: Path) -> None:
+    """The alarm core's arrays come back exactly, saved with the cycle that changed them."""
+    import numpy as np
+
+    buffer = Buffer(tmp_path / "b.db")
+    state = {"threshold": (["gas1.co:above:1"], {"since": np.array([12.5]),
+                                                 "active": np.array([True])})}
+    buffer.commit_cycle([], [alarm()], core_state=state)
+    keys, arrays = Buffer(tmp_path / "b.db").core_state()["threshold"]
+    assert ["gas1.co:above:1"] == keys
+    assert 12.5 == arrays["since"][0]
+    assert arrays["active"].dtype == np.bool_
