@@ -27,13 +27,14 @@ from edge_agent.acquisition import FAULTS, BusPoller, ModbusTransport, PollResul
 from edge_agent.alarms import AlarmEngine, LimitSpec, Outcome
 from edge_agent.buffer import Buffer
 from edge_agent.config import LoadedConfig
-from edge_agent.records import Event, Quality, Sample
+from edge_agent.records import CoreState, Event, Quality, Sample
 from edge_agent.uplink import Uplink
 from edge_agent.uplink.payloads import Origin
 
 log = structlog.get_logger(__name__)
 
 _STOP = object()  # put in the record queue at shutdown, after the last poll result
+STATE_SAVE_S = 60.0
 _JUDGED = (Quality.GOOD, Quality.OUT_OF_RANGE)
 # Faults of one sensor, raised while its samples have one of these qualities.
 CHANNEL_FAULTS = {"sensor_fault": (Quality.DEVICE_FAULT, Quality.BAD),
@@ -57,6 +58,8 @@ class Agent:
             fault_keys=[f"{d.name}:{f}" for d in site.devices for f in FAULTS]
             + [f"{c}:{f}" for c in channels for f in CHANNEL_FAULTS]
             + sorted(self._task_keys), restored=self.buffer.active_alarms())
+        self.engine.restore(self.buffer.core_state())
+        self._state_due = 0.0  # monotonic time of the next core-state save
         self.started = time.time()
         # Written by the event loop only; the uplink thread reads them for `health`.
         self.counters = {"samples": 0, "events": 0, "cycles": 0, "evicted": 0,
@@ -69,6 +72,7 @@ class Agent:
         self._pending = Outcome()
         self._pending_samples: list[Sample] = []
         self._stored = (0, 0, 0)
+        self._pending_state: CoreState | None = None
         self._writer: ThreadPoolExecutor | None = None
         self.uplink = Uplink(site.mqtt, buffer_path=str(site.buffer.path), health=self.health,
                              origin=Origin(site.site_id, site.gateway_id, self.buffer.epoch),
@@ -185,6 +189,10 @@ class Agent:
                         _log_event(event)
                     self._pending.extend(item)
             stopping = _STOP in items
+            if stopping or time.monotonic() >= self._state_due:
+                # Exposure windows and timers go to disk once a minute and at the stop.
+                self._pending_state = self.engine.snapshot()
+                self._state_due = time.monotonic() + STATE_SAVE_S
             try:
                 await loop.run_in_executor(self._writer, self._commit_pending)
                 self._counted()
@@ -239,11 +247,12 @@ class Agent:
 
     def _commit_pending(self) -> None:
         """On the writer thread: store everything judged so far in one transaction."""
-        pending, samples = self._pending, self._pending_samples
-        if not samples and not pending.events:
+        pending, samples, state = self._pending, self._pending_samples, self._pending_state
+        if not samples and not pending.events and not state:
             return
-        self.buffer.commit_cycle(samples, pending.events, pending.raised, pending.ended)
-        self._pending, self._pending_samples = Outcome(), []
+        self.buffer.commit_cycle(samples, pending.events, pending.raised, pending.ended,
+                                 core_state=state)
+        self._pending, self._pending_samples, self._pending_state = Outcome(), [], None
         self._stored = (len(samples), len(pending.events), self.buffer.enforce_quota())
 
     def _counted(self) -> None:
