@@ -25,6 +25,7 @@ from pydantic import (
     model_validator,
 )
 
+from edge_agent.config.defaults import default_exposure
 from edge_agent.validation import FileError, Problems
 
 _Strict = ConfigDict(extra="forbid", frozen=True)
@@ -169,6 +170,67 @@ class Limit(BaseModel):
         return self.above if self.above is not None else self.below  # type: ignore[return-value]
 
 
+class Exposure(BaseModel):
+    """Rolling STEL and TWA of a toxic channel (SAFETY_REFERENCE.md §5.4), in its unit."""
+
+    model_config = _Strict
+
+    stel: float | None = Field(None, gt=0, allow_inf_nan=False,
+                               description="default: the gas's GBZ 2.1 PC-STEL")
+    twa: float | None = Field(None, gt=0, allow_inf_nan=False,
+                              description="default: the gas's GBZ 2.1 PC-TWA")
+    twa_mode: Literal["moving8h", "shift"] = "moving8h"
+    shift_start: str | None = Field(None, pattern=r"^([01]\d|2[0-3]):[0-5]\d$",
+                                    description="local time a shift starts, HH:MM (shift mode)")
+    max_gap_s: float = Field(10.0, gt=0, le=3600, description="a reading counts for at most "
+                             "2 × this long (a dead sensor does not extend its last value)")
+
+    @model_validator(mode="after")
+    def _shift(self) -> Exposure:
+        if (self.twa_mode == "shift") != (self.shift_start is not None):
+            raise ValueError('twa_mode = "shift" needs shift_start = "HH:MM", and only it')
+        return self
+
+
+class RateLimit(BaseModel):
+    """An alarm on the rate of change: ``rise_per_min`` (or ``fall_per_min``) units a minute."""
+
+    model_config = _Strict
+
+    level: Literal[1, 2]
+    rise_per_min: float | None = Field(None, gt=0, allow_inf_nan=False)
+    fall_per_min: float | None = Field(None, gt=0, allow_inf_nan=False)
+    on_delay_s: float = Field(0.0, ge=0, le=600)
+
+    @model_validator(mode="after")
+    def _one_direction(self) -> RateLimit:
+        if (self.rise_per_min is None) == (self.fall_per_min is None):
+            raise ValueError("give exactly one of rise_per_min = X or fall_per_min = X")
+        return self
+
+
+class Rate(BaseModel):
+    """Rate of change over a sliding window, least-squares slope (SAFETY_REFERENCE.md §6.4)."""
+
+    model_config = _Strict
+
+    window_s: float = Field(120.0, ge=10, le=3600)
+    limits: list[RateLimit] = Field(default_factory=list, max_length=4)
+
+
+class SensorFaults(BaseModel):
+    """Faults of the sensor judged from its readings; each is off unless set."""
+
+    model_config = _Strict
+
+    stuck_s: float | None = Field(None, gt=0, description="flatline: no change beyond "
+                                  "stuck_epsilon for this long (a live gas cell shows noise)")
+    stuck_epsilon: float = Field(0.0, ge=0)
+    max_rate_per_s: float | None = Field(None, gt=0, description="a jump faster than this is "
+                                         "impossible for the physics: a spike, not judged")
+    gap_s: float | None = Field(None, gt=0, description="no good reading for this long")
+
+
 class Channel(BaseModel):
     """Settings for one published value of a device; every value is polled either way."""
 
@@ -177,6 +239,11 @@ class Channel(BaseModel):
     limits: list[Limit] | None = Field(
         None, max_length=4, description="default: the site's alarm_defaults scheme for the "
         "value's gas; [] for none")
+    exposure: Exposure | Literal[False] | None = Field(
+        None, description="default: on with the GBZ 2.1 limits of the value's gas; false: off")
+    rate: Rate | None = None
+    faults: SensorFaults | None = None
+    anomaly: bool | None = Field(None, description="default: the site's anomaly.channels")
 
     @model_validator(mode="after")
     def _consistent(self) -> Channel:
@@ -333,6 +400,61 @@ class AlarmDefaults(BaseModel):
                                   "ppm: 24.05 at 20 °C (Chinese workplace sampling)")
 
 
+class Term(BaseModel):
+    """One condition of a combined rule, on one channel (``device.value``)."""
+
+    model_config = _Strict
+
+    channel: str = Field(pattern=r"^[a-z][a-z0-9_\-]*\.[a-z][a-z0-9_]*$")
+    above: float | None = None
+    below: float | None = None
+    rising_per_min: float | None = Field(None, gt=0)
+    falling_per_min: float | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _one_condition(self) -> Term:
+        given = [k for k in ("above", "below", "rising_per_min", "falling_per_min")
+                 if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of above, below, rising_per_min, falling_per_min")
+        return self
+
+
+class CombinedRule(BaseModel):
+    """An alarm when every term holds within ``within_s`` seconds of each other."""
+
+    model_config = _Strict
+
+    name: Name
+    level: Literal[1, 2]
+    within_s: float = Field(0.0, ge=0, le=3600)
+    when: list[Term] = Field(min_length=2, max_length=8)
+    description: str = ""
+
+
+class Redundant(BaseModel):
+    """Sensors of one quantity in one zone: readings that part by more than ``tolerance``
+    for ``duration_s`` mean one of them drifts (a fault of both).
+    """
+
+    model_config = _Strict
+
+    channels: list[str] = Field(min_length=2, max_length=2)
+    tolerance: float = Field(gt=0)
+    duration_s: float = Field(300.0, gt=0)
+
+
+class AnomalySettings(BaseModel):
+    """Advisory anomaly detection (never instead of the limits)."""
+
+    model_config = _Strict
+
+    channels: Literal["none", "gas", "all"] = Field(
+        "none", description="channels judged unless they say otherwise")
+    threshold: float = Field(0.99, gt=0, lt=1, description="score from which an anomaly "
+                             "event is raised")
+
+
 class SiteConfig(BaseModel):
     """One gateway on one site: its buses, devices, alarm limits, uplink and buffer."""
 
@@ -342,6 +464,9 @@ class SiteConfig(BaseModel):
     site_id: TopicId
     profiles_dir: ConfigPath | None = Field(None, description="default: the shipped drivers/")
     alarm_defaults: AlarmDefaults = AlarmDefaults()
+    anomaly: AnomalySettings = AnomalySettings()
+    rules: list[CombinedRule] = Field(default_factory=list)
+    redundant: list[Redundant] = Field(default_factory=list)
     buses: list[Bus] = Field(min_length=1)
     devices: list[Device] = Field(min_length=1)
     mqtt: Mqtt
@@ -379,9 +504,39 @@ class SiteConfig(BaseModel):
                 i = next(i for i, d in enumerate(self.devices) if d.name == users[1])
                 problems.append((("devices", i, "bus"), f'serial bus "{name}" ({port}) serves '
                                  f"one device, already {users[0]}; give each its own port"))
+        if library is not None:
+            problems += self._channel_references(library)
         if problems:
             raise Problems(problems)
         return self
+
+    def _channel_references(self, library: Any) -> list[tuple[tuple[Any, ...], str]]:
+        """Rules and redundant pairs name published channels; exposure has limits."""
+        points = {f"{d.name}.{p.name}": p for d in self.devices
+                  for p in library.get(d.profile).channels}
+        problems = []
+        named = [(("rules", i, "when", j, "channel"), term.channel)
+                 for i, rule in enumerate(self.rules) for j, term in enumerate(rule.when)]
+        named += [(("redundant", i, "channels", j), channel)
+                  for i, pair in enumerate(self.redundant)
+                  for j, channel in enumerate(pair.channels)]
+        for path, channel in named:
+            if channel not in points:
+                problems.append((path, f'no channel "{channel}"{_hint(channel, points)}; '
+                                 "channels are device.value"))
+        problems += _duplicates("rules", "name", [r.name for r in self.rules])
+        for i, device in enumerate(self.devices):
+            for name, channel in device.channels.items():
+                point = points.get(f"{device.name}.{name}")
+                exposure = channel.exposure
+                if point is None or not exposure or exposure.stel or exposure.twa:
+                    continue
+                if default_exposure(point.gas, point.unit,
+                                    self.alarm_defaults.molar_volume_l) == (None, None):
+                    problems.append((("devices", i, "channels", name, "exposure"),
+                                     f"give stel or twa: {point.gas or 'this value'} in "
+                                     f"{point.unit or 'its unit'} has no GBZ 2.1 default"))
+        return problems
 
 
 def _hint(word: str, choices: Iterable[str]) -> str:
