@@ -7,9 +7,24 @@ time in seconds; state lives in arrays owned by a thin wrapper class that checks
 inputs once and hands its state out for persistence (``state()`` / ``load()``).
 """
 
+from edge_agent.core.exposure import ExposureBank, ExposureTwin, exposure_run, exposure_step
+from edge_agent.core.rate import RateOfRiseBank, RateOfRiseTwin, rate_run, rate_step
+from edge_agent.core.rules import RuleBank, RuleTwin, rules_step
+from edge_agent.core.sensor_faults import (
+    SensorFaultBank,
+    SensorFaultTwin,
+    sensor_faults_run,
+    sensor_faults_step,
+)
 from edge_agent.core.threshold import LimitTwin, ThresholdBank, threshold_step
 
 # kernel name -> (compiled step, plain-Python twin); the conformance tests walk this.
-KERNELS = {"threshold": (threshold_step, LimitTwin)}
+KERNELS = {"threshold": (threshold_step, LimitTwin),
+           "exposure": (exposure_step, ExposureTwin), "rate": (rate_step, RateOfRiseTwin),
+           "sensor_faults": (sensor_faults_step, SensorFaultTwin),
+           "rules": (rules_step, RuleTwin)}
 
-__all__ = ["KERNELS", "LimitTwin", "ThresholdBank", "threshold_step"]
+__all__ = ["KERNELS", "ExposureBank", "ExposureTwin", "LimitTwin", "RateOfRiseBank",
+           "RateOfRiseTwin", "RuleBank", "RuleTwin", "SensorFaultBank", "SensorFaultTwin",
+           "ThresholdBank", "exposure_run", "exposure_step", "rate_run", "rate_step",
+           "rules_step", "sensor_faults_run", "sensor_faults_step", "threshold_step"]
