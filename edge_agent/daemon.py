@@ -24,10 +24,11 @@ import structlog
 
 from edge_agent import __version__, memory, runlock
 from edge_agent.acquisition import FAULTS, BusPoller, ModbusTransport, PollResult, bus_poller
-from edge_agent.alarms import AlarmEngine, LimitSpec, Outcome
+from edge_agent.alarms import AlarmEngine, Outcome
 from edge_agent.buffer import Buffer
 from edge_agent.config import LoadedConfig
 from edge_agent.records import CoreState, Event, Quality, Sample
+from edge_agent.site_rules import site_spec
 from edge_agent.uplink import Uplink
 from edge_agent.uplink.payloads import Origin
 
@@ -36,7 +37,8 @@ log = structlog.get_logger(__name__)
 _STOP = object()  # put in the record queue at shutdown, after the last poll result
 STATE_SAVE_S = 60.0
 _JUDGED = (Quality.GOOD, Quality.OUT_OF_RANGE)
-# Faults of one sensor, raised while its samples have one of these qualities.
+# Faults of one sensor, raised while its samples have one of these qualities
+# (their keys come from site_rules.QUALITY_FAULTS).
 CHANNEL_FAULTS = {"sensor_fault": (Quality.DEVICE_FAULT, Quality.BAD),
                   "out_of_range": (Quality.OUT_OF_RANGE,)}
 
@@ -47,17 +49,13 @@ class Agent:
     def __init__(self, loaded: LoadedConfig) -> None:
         self.loaded = loaded
         site = loaded.site
-        channels = [f"{d.name}.{p.name}" for d in site.devices
-                    for p in loaded.profiles.get(d.profile).channels]
         self.buffer = Buffer(site.buffer.path, site.buffer.max_bytes)
         self._lock = runlock.hold(site.buffer.path)  # released when the process ends
         self._task_keys = {_task_key("record")} | {_task_key(f"bus:{b.name}")
                                                      for b in site.buses}
-        self.engine = AlarmEngine(
-            channels, list(self._limits()),
-            fault_keys=[f"{d.name}:{f}" for d in site.devices for f in FAULTS]
-            + [f"{c}:{f}" for c in channels for f in CHANNEL_FAULTS]
-            + sorted(self._task_keys), restored=self.buffer.active_alarms())
+        spec = site_spec(loaded, [f"{d.name}:{f}" for d in site.devices for f in FAULTS]
+                         + sorted(self._task_keys))
+        self.engine = AlarmEngine(spec, restored=self.buffer.active_alarms())
         self.engine.restore(self.buffer.core_state())
         self._state_due = 0.0  # monotonic time of the next core-state save
         self.started = time.time()
@@ -78,13 +76,6 @@ class Agent:
                              origin=Origin(site.site_id, site.gateway_id, self.buffer.epoch),
                              birth={"version": __version__, "config_hash": loaded.hash,
                                     "started": int(self.started * 1000)})
-
-    def _limits(self):
-        for rules in self.loaded.channels():
-            for limit in rules.limits:
-                yield LimitSpec(rules.channel, limit.level, limit.direction, limit.setpoint,
-                                limit.deadband, rules.point.unit, limit.on_delay_s,
-                                limit.off_delay_s, limit.latch)
 
     def health(self) -> dict[str, Any]:
         """The agent's own figures, published on ``health`` (called from the uplink thread)."""
@@ -242,6 +233,7 @@ class Agent:
                         f"{sample.channel}:{fault}", sample.quality in qualities, ts_ms,
                         {"channel": sample.channel, "kind": fault,
                          "quality": sample.quality.label}))
+        outcome.extend(self.engine.reliability(ts_ms))
         self._pending_samples += result.samples
         return outcome
 

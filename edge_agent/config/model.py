@@ -451,8 +451,6 @@ class AnomalySettings(BaseModel):
 
     channels: Literal["none", "gas", "all"] = Field(
         "none", description="channels judged unless they say otherwise")
-    threshold: float = Field(0.99, gt=0, lt=1, description="score from which an anomaly "
-                             "event is raised")
 
 
 class SiteConfig(BaseModel):

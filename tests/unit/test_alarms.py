@@ -1,10 +1,23 @@
-"""The alarm engine: events with one id per episode, faults, restart with restored state."""
+"""The alarm engine: events with one id per episode, faults, restart with restored state,
+and every kind of rule (limits on values and rates, exposure, sensor faults, anomaly,
+combined rules) on scripted series."""
 
 from __future__ import annotations
 
 import itertools
+import math
 
-from edge_agent.alarms import AlarmEngine, LimitSpec
+from edge_agent.alarms import (
+    AlarmEngine,
+    ChannelSpec,
+    ExposureSpec,
+    FaultSpec,
+    LimitSpec,
+    PairSpec,
+    RuleSpec,
+    SiteSpec,
+    TermSpec,
+)
 from edge_agent.records import ActiveAlarm
 
 CO1 = LimitSpec("gas1.co", 1, "above", 24.0, 1.0, "ppm")
@@ -12,10 +25,23 @@ CO2 = LimitSpec("gas1.co", 2, "above", 160.0, 5.0, "ppm")
 O2LOW = LimitSpec("gas1.o2", 1, "below", 19.5, 0.2, "%VOL")
 
 
-def engine(restored: dict | None = None) -> AlarmEngine:
+def site(*channels: ChannelSpec, **more: object) -> SiteSpec:
+    return SiteSpec(tuple(channels), **more)  # type: ignore[arg-type]
+
+
+def gas1(**more: object) -> SiteSpec:
+    return site(ChannelSpec("gas1.co", "gas1", "ppm", (CO1, CO2)),
+                ChannelSpec("gas1.o2", "gas1", "%VOL", (O2LOW,)),
+                fault_keys=("gas1:comm_lost",), **more)
+
+
+def engine(spec: SiteSpec | None = None, restored: dict | None = None) -> AlarmEngine:
     ids = (f"id{i}" for i in itertools.count(1))
-    return AlarmEngine(["gas1.co", "gas1.o2"], [CO1, CO2, O2LOW], ["gas1:comm_lost"],
-                       restored, new_id=lambda: next(ids))
+    return AlarmEngine(spec or gas1(), restored, new_id=lambda: next(ids))
+
+
+def transitions(outcome) -> list[tuple[str, str]]:
+    return [(e.key, e.transition) for e in outcome.events]
 
 
 def test_alarm_levels_raise_and_clear_with_one_id_each() -> None:
@@ -45,7 +71,7 @@ def test_alarm_fault_raised_once_and_ended() -> None:
 def test_alarm_restored_after_restart_keeps_its_id() -> None:
     """An alarm active before a restart ends with the id it was raised with."""
     restored = {CO1.key: ActiveAlarm(CO1.key, "before-restart", "alarm", 5)}
-    alarms = engine(restored)
+    alarms = engine(restored=restored)
     assert [] == alarms.judge({"gas1.co": 30.0}, 10).events  # still in alarm: no new event
     ended = alarms.judge({"gas1.co": 1.0}, 11).events
     assert [("returned_to_normal", "before-restart")] == [(e.transition, e.alarm_id)
@@ -54,7 +80,7 @@ def test_alarm_restored_after_restart_keeps_its_id() -> None:
 
 def test_alarm_restored_for_a_removed_limit_is_withdrawn() -> None:
     restored = {"gas9.h2s:above:1": ActiveAlarm("gas9.h2s:above:1", "old", "alarm", 5)}
-    alarms = engine(restored)
+    alarms = engine(restored=restored)
     out = alarms.withdraw_orphans(20)
     assert [("withdrawn", "old", "gas9.h2s:above:1")] == [
         (e.transition, e.alarm_id, e.key) for e in out.events]
@@ -64,22 +90,126 @@ def test_alarm_restored_for_a_removed_limit_is_withdrawn() -> None:
 
 def test_alarm_latched_ends_after_acknowledgement_and_clear() -> None:
     latched = LimitSpec("gas1.co", 2, "above", 160.0, 5.0, "ppm", latch=True)
-    ids = iter(["a", "b"])
-    alarms = AlarmEngine(["gas1.co"], [latched], new_id=lambda: next(ids))
+    alarms = engine(site(ChannelSpec("gas1.co", "gas1", "ppm", (latched,))))
     assert ["raised"] == [e.transition for e in alarms.judge({"gas1.co": 200.0}, 1000).events]
     assert [] == alarms.judge({"gas1.co": 10.0}, 2000).events  # clear, but latched
     acked = alarms.ack("gas1.co:above:2", 3000, by="technician")
-    assert [("acknowledged", "a", {"by": "technician"})] == [
+    assert [("acknowledged", "id1", {"by": "technician"})] == [
         (e.transition, e.alarm_id, e.details) for e in acked.events]
     ended = alarms.judge({"gas1.co": 10.0}, 4000).events
-    assert [("returned_to_normal", "a")] == [(e.transition, e.alarm_id) for e in ended]
+    assert [("returned_to_normal", "id1")] == [(e.transition, e.alarm_id) for e in ended]
 
 
 def test_alarm_on_delay_runs_on_any_device_poll() -> None:
     """The delay of one channel's limit completes on the clock of other devices' polls."""
     delayed = LimitSpec("gas1.co", 1, "above", 24.0, 1.0, "ppm", on_delay_s=5.0)
-    alarms = AlarmEngine(["gas1.co", "gas2.co"], [delayed])
-    assert [] == alarms.judge({"gas1.co": 30.0}, 0).events
-    assert [] == alarms.judge({"gas2.co": 1.0}, 4000).events
-    raised = alarms.judge({"gas2.co": 1.0}, 5000).events
+    alarms = engine(site(ChannelSpec("gas1.co", "gas1", "ppm", (delayed,)),
+                         ChannelSpec("gas2.co", "gas2", "ppm")))
+    assert [] == alarms.judge({"gas1.co": 30.0}, 1_000).events
+    assert [] == alarms.judge({"gas2.co": 1.0}, 5_000).events
+    raised = alarms.judge({"gas2.co": 1.0}, 6_000).events
     assert [("raised", 30.0)] == [(e.transition, e.details["value"]) for e in raised]
+
+
+def test_alarm_rate_of_rise_two_levels() -> None:
+    """A rack probe rising 2 °C/min: the 1 °C/min pre-warning, not the 8 °C/min alarm;
+    then 10 °C/min reaches both (SAFETY_REFERENCE §6.4)."""
+    limits = (LimitSpec("rack.t1", 1, "rise", 1.0, 0.0, "°C"),
+              LimitSpec("rack.t1", 2, "rise", 8.0, 0.0, "°C"))
+    alarms = engine(site(ChannelSpec("rack.t1", "rack", "°C", limits, rate_window_s=60.0)))
+    seen, temp = [], 25.0
+    for second in range(0, 240, 5):
+        temp += (2.0 if second < 120 else 10.0) * 5 / 60
+        seen += transitions(alarms.judge({"rack.t1": temp}, 1_000_000 + second * 1000))
+    assert [("rack.t1:rise:1", "raised"), ("rack.t1:rise:2", "raised")] == seen
+
+
+def test_alarm_stel_exceedance_from_a_pulse() -> None:
+    """CO at 60 ppm for 10 minutes: STEL = 60 × 10/15 = 40 ppm > 25.76 (GBZ 2.1 PC-STEL
+    30 mg/m3 at 20 °C); the TWA of 8 hours stays under 17.17."""
+    alarms = engine(site(ChannelSpec("gas1.co", "gas1", "ppm",
+                                     exposure=ExposureSpec(25.76, 17.17, max_gap_s=5.0))))
+    events = []
+    for second in range(0, 20 * 60, 5):
+        co = 60.0 if 60 <= second < 660 else 0.0
+        events += transitions(alarms.judge({"gas1.co": co}, 1_000_000_000 + second * 1000))
+    assert ("gas1.co:stel", "raised") in events
+    assert not [e for e in events if e[0] == "gas1.co:twa"]
+    stel = alarms.exposure.stel[0]
+    assert 0 < stel <= 40.0 + 1e-9
+
+
+def test_alarm_sensor_faults_and_unreliable_alarms() -> None:
+    """A stuck O2 cell raises a fault; its active alarm is marked unreliable, not ended."""
+    spec = site(ChannelSpec("gas1.o2", "gas1", "%VOL", (O2LOW,),
+                            faults=FaultSpec(stuck_s=60.0, epsilon=0.0)))
+    alarms = engine(spec)
+    seen = []
+    for second in range(0, 120, 5):
+        t = 1_000_000 + second * 1000
+        out = alarms.judge({"gas1.o2": 19.0}, t)
+        out.extend(alarms.reliability(t))
+        seen += transitions(out)
+    assert [("gas1.o2:below:1", "raised"), ("gas1.o2:stuck", "raised"),
+            ("gas1.o2:below:1", "unreliable")] == seen
+    assert "gas1.o2:below:1" in alarms.active
+
+
+def test_alarm_drift_between_redundant_sensors() -> None:
+    spec = site(ChannelSpec("top.o2", "top", "%VOL"), ChannelSpec("bottom.o2", "bottom", "%VOL"),
+                pairs=(PairSpec("top.o2", "bottom.o2", 0.5, 30.0),))
+    alarms = engine(spec)
+    seen = []
+    for second in range(0, 90, 5):
+        t = 1_000_000 + second * 1000
+        seen += transitions(alarms.judge({"top.o2": 20.9, "bottom.o2": 19.9}, t))
+    assert {("top.o2:drift", "raised"), ("bottom.o2:drift", "raised")} <= set(seen)
+
+
+def test_alarm_combined_rule_off_gas_then_heat() -> None:
+    """H2 rising, then the rack temperature rising within 5 minutes: the thermal-runaway
+    warning of a declared rule."""
+    rule = RuleSpec("runaway", 2, 300.0, (TermSpec("bay.h2", "rising", 5.0),
+                                          TermSpec("rack.t3", "rising", 1.0)))
+    spec = site(ChannelSpec("bay.h2", "bay", "ppm", rate_window_s=60.0),
+                ChannelSpec("rack.t3", "rack", "°C", rate_window_s=60.0), rules=(rule,))
+    alarms = engine(spec)
+    seen, h2, temp = [], 2.0, 24.0
+    for second in range(0, 400, 5):
+        h2 += 10 * 5 / 60 if second < 200 else 0.0  # 10 ppm/min for 200 s
+        temp += 2 * 5 / 60 if second >= 150 else 0.0  # 2 °C/min from 150 s
+        t = 1_000_000 + second * 1000
+        seen += [(k, tr, second) for k, tr in transitions(alarms.judge(
+            {"bay.h2": h2, "rack.t3": temp}, t))]
+    raised = [s for k, tr, s in seen if k == "rule:runaway" and tr == "raised"]
+    assert len(raised) == 1
+    assert 150 < raised[0] < 250
+
+
+def test_alarm_anomaly_on_a_step_after_stable_readings() -> None:
+    spec = site(ChannelSpec("vent.voc", "vent", "ppm", anomaly=True))
+    alarms = engine(spec)
+    seen = []
+    for k in range(4000):
+        value = 1.0 + 0.01 * math.sin(k) if k < 3500 else 25.0
+        seen += transitions(alarms.judge({"vent.voc": value}, 1_000_000 + k * 1000))
+    assert ("vent.voc:anomaly", "raised") in seen
+    assert all(cls == "anomaly" for cls in [a.cls for a in alarms.active.values()])
+
+
+def test_alarm_snapshot_restores_every_kernel() -> None:
+    """Timers, windows and models continue after a restart from the stored snapshot."""
+    spec = site(ChannelSpec("gas1.co", "gas1", "ppm",
+                            (LimitSpec("gas1.co", 1, "above", 24.0, 1.0, "ppm",
+                                       on_delay_s=30.0),),
+                            exposure=ExposureSpec(25.76, 17.17, max_gap_s=5.0)))
+    first = engine(spec)
+    for second in range(0, 600, 5):
+        first.judge({"gas1.co": 60.0 if second >= 590 else 0.0}, 10**9 + second * 1000)
+    second = engine(spec)
+    second.restore(first.snapshot())
+    assert first.exposure.state()["avg_ring"].tolist() == \
+        second.exposure.state()["avg_ring"].tolist()
+    # the on-delay started before the restart completes after it
+    assert [("gas1.co:above:1", "raised")] == transitions(
+        second.judge({"gas1.co": 60.0}, 10**9 + 620 * 1000))
