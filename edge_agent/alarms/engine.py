@@ -41,6 +41,9 @@ __all__ = ["AlarmEngine", "Outcome"]
 SENSOR_FAULTS = ("stuck", "spike", "gap", "drift")
 EXPOSURE = {"stel_over": "stel", "twa_over": "twa", "peak_over": "peak",
             "peak_breach": "peak_5x"}
+# An exceeded legal limit (STEL, TWA, never-exceed 5 × PC-TWA) is level 2; an excursion
+# above 3 × PC-TWA, allowed a few times a day (GBZ 2.1 peak rule), is level 1.
+EXPOSURE_LEVEL = {"stel": 2, "twa": 2, "peak": 1, "peak_5x": 2}
 
 
 @dataclass
@@ -135,6 +138,10 @@ class AlarmEngine:
                                   ) if self.rules else None
 
         self._keys = self._all_keys(spec)
+        self._levels = {x.key: x.level for x in self.limits} | {
+            r.key: r.level for r in self.rules} | {
+            f"{chans[i].name}:{kind}": level for i in self._exposed
+            for kind, level in EXPOSURE_LEVEL.items()}
         self.active: dict[str, ActiveAlarm] = {}
         self._orphans: list[ActiveAlarm] = []
         for key, alarm in (restored or {}).items():
@@ -321,7 +328,8 @@ class AlarmEngine:
     def _exposure_details(self, i: int, r: int, kind: str) -> dict[str, Any]:
         spec = self.specs[i].exposure
         bank = self.exposure
-        return {"channel": self.specs[i].name, "kind": kind, "unit": self.specs[i].unit,
+        return {"channel": self.specs[i].name, "kind": kind, "level": EXPOSURE_LEVEL[kind],
+                "unit": self.specs[i].unit,
                 "stel": _value(bank.stel[r]), "twa": _value(bank.twa[r]),
                 "stel_limit": spec.stel, "twa_limit": spec.twa,
                 "twa_mode": spec.twa_mode, "stel_coverage_s": _value(bank.stel_cov[r]),
@@ -403,6 +411,17 @@ class AlarmEngine:
 
     def keys(self) -> Iterable[str]:
         return self._keys
+
+    def level_of(self, key: str) -> int:
+        """The alarm level of a key (limits, rules, exposure); 0 for faults and anomalies."""
+        return self._levels.get(key, 0)
+
+    def score(self, channel: str) -> float:
+        """The channel's last anomaly score (NaN when it has no anomaly detector)."""
+        i = self.channels[channel]
+        if self.anomaly is None or i not in self._scored:
+            return math.nan
+        return float(self.anomaly.score[self._scored.index(i)])
 
 
 def _value(v: float) -> float | None:

@@ -81,6 +81,33 @@ def demo(seconds: Annotated[float, typer.Option(min=10, help="how long the demo 
 
 
 @app.command()
+def detect(
+    input_csv: Annotated[Path, typer.Argument(metavar="INPUT.csv", help="time, then one "
+                                              "column of readings per series")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="CSV to write")],
+    config: Annotated[Path | None, typer.Option(help="judge by this site's rules")] = None,
+    channel: Annotated[str | None, typer.Option(help="the site channel (device.value) of "
+                                                "a single-column file")] = None,
+) -> None:
+    """Replay a recorded series through the agent's kernels: scores, flags and events."""
+    from edge_agent.detect import InputError, read_series, replay, write_rows
+
+    if channel and not config:
+        err.print("[bold red]--channel needs --config[/] (the site whose rules to apply)")
+        raise typer.Exit(1)
+    loaded = _load_or_exit(config) if config else None
+    try:
+        n = write_rows(replay(read_series(input_csv), loaded, channel), output)
+    except InputError as exc:
+        err.print(f"[bold red]{escape(str(exc))}[/]")
+        raise typer.Exit(1) from None
+    except OSError as exc:
+        err.print(f"[bold red]cannot write {output}: {exc.strerror}[/]")
+        raise typer.Exit(1) from None
+    out.print(f"{n} rows -> {output}", highlight=False)
+
+
+@app.command()
 def version() -> None:
     """Print the agent's version."""
     out.print(__version__)
