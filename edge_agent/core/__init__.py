@@ -23,7 +23,7 @@ from edge_agent.core.sensor_faults import (
     sensor_faults_run,
     sensor_faults_step,
 )
-from edge_agent.core.threshold import LimitTwin, ThresholdBank, threshold_step
+from edge_agent.core.threshold import LimitTwin, ThresholdBank, threshold_run, threshold_step
 
 # kernel name -> (compiled step, plain-Python twin); the conformance tests walk this.
 KERNELS = {"threshold": (threshold_step, LimitTwin), "anomaly": (anomaly_step, AnomalyTwin),
@@ -36,5 +36,5 @@ __all__ = [
     "LimitTwin", "RateOfRiseBank", "RateOfRiseTwin", "RuleBank", "RuleTwin", "SensorFaultBank",
     "SensorFaultTwin", "ThresholdBank", "anomaly_run", "anomaly_step", "exposure_run",
     "exposure_step", "rate_run", "rate_step", "rules_step", "sensor_faults_run",
-    "sensor_faults_step", "threshold_step",
+    "sensor_faults_step", "threshold_run", "threshold_step",
 ]

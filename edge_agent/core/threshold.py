@@ -84,6 +84,19 @@ def threshold_step(values, t, channel, setpoint, above, deadband, on_delay, off_
     return n
 
 
+@njit(**JIT)
+def threshold_run(values, t, channel, setpoint, above, deadband, on_delay, off_delay, latch,
+                  condition, since, active, acked, out_active):
+    """A recorded series: row k of ``values[T, C]``, ``t[T]`` is one cycle, exactly as
+    ``threshold_step``; ``out_active[T, L]`` is the alarm state after each cycle.
+    """
+    changed = np.zeros(setpoint.shape[0], dtype=np.bool_)
+    for k in range(values.shape[0]):
+        threshold_step(values[k], t[k], channel, setpoint, above, deadband, on_delay,
+                       off_delay, latch, condition, since, active, acked, changed)
+        out_active[k] = active
+
+
 class LimitTwin:
     """Plain-Python statement of the rule for one limit, written from the text above."""
 
@@ -149,6 +162,21 @@ class ThresholdBank:
         return threshold_step(values, float(t), self.channel, self.setpoint, self.above,
                               self.deadband, self.on_delay, self.off_delay, self.latch,
                               self.condition, self.since, self.active, self.acked, self.changed)
+
+    def run(self, values: np.ndarray, t: np.ndarray) -> np.ndarray:
+        """A recorded series ``values[T, C]``, ``t[T]``, continuing from the current
+        state; returns the alarm state after each cycle, ``[T, L]``.
+        """
+        values = np.ascontiguousarray(values, dtype=np.float64)
+        t = np.ascontiguousarray(t, dtype=np.float64)
+        if values.ndim != 2 or t.shape != (values.shape[0],):
+            raise ValueError(f"values: expected (T, C) with t of (T,), got {values.shape} "
+                             f"and {t.shape}")
+        out = np.zeros((values.shape[0], len(self.setpoint)), np.bool_)
+        threshold_run(values, t, self.channel, self.setpoint, self.above, self.deadband,
+                      self.on_delay, self.off_delay, self.latch, self.condition, self.since,
+                      self.active, self.acked, out)
+        return out
 
     def state(self) -> dict[str, np.ndarray]:
         return {name: getattr(self, name).copy() for name in self.STATE}

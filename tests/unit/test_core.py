@@ -163,3 +163,22 @@ def test_core_imports_nothing_of_the_project_outside_core() -> None:
         assert not re.search(r"\btime\.\w+\(|(?<![\w.])(open|print)\(|\b(logging|structlog)\.",
                              source), path
     assert core.__all__
+
+
+def test_threshold_series_runner_equals_the_step_loop() -> None:
+    rng = np.random.default_rng(7)
+    values = rng.normal(20, 8, size=(300, 3))
+    values[rng.random(values.shape) < 0.05] = np.nan
+    t = np.cumsum(rng.choice([0.5, 1.0, 5.0], size=300))
+
+    def bank() -> ThresholdBank:
+        return ThresholdBank(np.array([0, 1, 2, 0]), np.array([24.0, 19.5, 30.0, 35.0]),
+                             np.array([True, False, True, True]), np.array([1.0, 0.2, 0.5, 1.0]),
+                             on_delay=np.array([0.0, 3.0, 10.0, 0.0]),
+                             off_delay=np.array([5.0, 0.0, 0.0, 2.0]))
+    stepped, series = bank(), bank()
+    states = []
+    for k in range(len(t)):
+        stepped.step(values[k], t[k])
+        states.append(stepped.active.tolist())
+    assert states == series.run(values, t).tolist()
