@@ -44,8 +44,9 @@ report per event, as NAB's detectors do; ``flagged`` is never held back).
 
 Time: α_s, α_μ and α_d apply per typical interval between the channel's readings
 (``dt_typ``, followed slowly: each interval, clipped to [dt_typ/4, 4 dt_typ], moves it
-by 1 %); a reading ``n`` intervals after the last uses ``1 − (1 − α)^n``, so a long gap
-forgets the old smoothed level. A reading at the same time as the last, or before
+by 1 %); a reading ``n`` intervals after the last (``dt / dt_typ`` rounded, at least 1:
+poll jitter is no gap) uses ``1 − (1 − α)^n``, so a long gap forgets the old smoothed
+level. A reading at the same time as the last, or before
 it, moves nothing that depends on time.
 
 Missing readings: a NaN or ±inf reading (or one beyond ±1e15, which no sensor
@@ -207,7 +208,7 @@ def _take_in(c, env, episode):
     env[c, S_HI] = max(env[c, S_HI], episode[c, EP_SHI])
 
 
-@njit(**JIT)
+@njit(inline="always", **JIT)
 def _channel(c, v, t, p, clock, env, level, episode, hold, flagged, score):
     """Take channel ``c``'s reading ``v`` at ``t``; write ``score[c]`` and ``flagged[c]``."""
     score[c] = 0.0
@@ -223,7 +224,7 @@ def _channel(c, v, t, p, clock, env, level, episode, hold, flagged, score):
         elif math.isnan(typ):
             clock[c, DT_TYP] = dt
         else:
-            steps = min(dt / typ, GAP_MAX)
+            steps = min(max(1.0, math.floor(dt / typ + 0.5)), GAP_MAX)  # jitter is no gap
             clock[c, DT_TYP] = typ + DT_FOLLOW * (min(max(dt, 0.25 * typ), 4.0 * typ) - typ)
     clock[c, T_LAST] = t
 
@@ -241,7 +242,8 @@ def _channel(c, v, t, p, clock, env, level, episode, hold, flagged, score):
         down = max(0.0, down - z - p[K_CUSUM])
         a1 = _ratio(_excess(v, env[c, LO], env[c, HI]), p[C_ENV])
         a2 = p[W_S] * _ratio(_excess(s, env[c, S_LO], env[c, S_HI]), p[C_ENV])
-        a3 = min(1.0, p[FLAG] * (max(up, down) / p[H_CUSUM]) ** p[GAMMA])
+        q = max(up, down) / p[H_CUSUM]
+        a3 = min(1.0, p[FLAG] * (q * q if p[GAMMA] == 2.0 else q ** p[GAMMA]))
         a = max(a1, a2, a3)
 
     n = episode[c, EP_LEN]
@@ -418,7 +420,7 @@ class AnomalyTwin:
             elif math.isnan(self.typical_dt):
                 self.typical_dt = dt
             else:
-                intervals = min(dt / self.typical_dt, 1000.0)
+                intervals = min(max(1.0, math.floor(dt / self.typical_dt + 0.5)), 1000.0)
                 clipped = min(max(dt, self.typical_dt / 4.0), 4.0 * self.typical_dt)
                 self.typical_dt += 0.01 * (clipped - self.typical_dt)
         self.last_t = t

@@ -9,8 +9,10 @@ to avoid noise-triggered alarms") at the cycle's time ``t``, over the good readi
 
 It is *valid* only with at least ``min_samples`` readings spanning at least
 ``min_span_s`` seconds (never from two points: two points fit any noise exactly);
-otherwise the slope is NaN. Times are taken relative to ``t`` before summing, so a
-large clock value costs no precision. For white noise of standard deviation σ on
+otherwise the slope is NaN. The kernel keeps running sums over the window (O(1) per
+reading), relative to an anchor reading that it moves, recomputing the sums, once it
+is two windows old: so a large clock value or a long run costs no precision. For
+white noise of standard deviation σ on
 readings every Δ seconds, the slope's standard deviation is
 ``60 σ / sqrt(Σ (t_i − t̄)²) ≈ 60 σ · sqrt(12 / (n³ Δ²))``: 0.16 σ per minute for
 n = 121 readings over 120 s.
@@ -39,7 +41,9 @@ Arrays; C channels, N = the ring's capacity (readings kept per channel):
     ring_t        float64[C, N]  state: times of the last N good readings
     ring_x        float64[C, N]  state: their values
     head          int64[C]       state: ring position of the next reading
-    count         int64[C]       state: readings in the ring since the last restart
+    count         int64[C]       state: readings in the window (the newest ones)
+    sums          float64[C, 6]  state: anchor time and value, then Σd, Σy, Σd², Σdy
+                                 over the window, d and y relative to the anchor
     pending       float64[C]     state: since when the slope has been at or above the
                                  limit, before the alarm (NaN: not)
     active        bool[C]        state: the alarm is raised
@@ -59,8 +63,37 @@ from edge_agent.core._jit import JIT
 
 
 @njit(**JIT)
+def _window_sums(c, ring_t, ring_x, head, count, sums):
+    """Recompute channel c's sums over its ``count`` newest readings, anchored at the
+    newest one (so that the running sums never grow far from zero).
+    """
+    cap = ring_t.shape[1]
+    newest = (head[c] + cap - 1) % cap
+    at, ax = ring_t[c, newest], ring_x[c, newest]
+    sd = sy = sdd = sdy = 0.0
+    for j in range(count[c]):
+        pos = (head[c] + cap - 1 - j) % cap
+        d, y = ring_t[c, pos] - at, ring_x[c, pos] - ax
+        sd += d
+        sy += y
+        sdd += d * d
+        sdy += d * y
+    sums[c, 0], sums[c, 1], sums[c, 2] = at, ax, sd
+    sums[c, 3], sums[c, 4], sums[c, 5] = sy, sdd, sdy
+
+
+@njit(**JIT)
+def _add(c, sign, tv, xv, sums):
+    d, y = tv - sums[c, 0], xv - sums[c, 1]
+    sums[c, 2] += sign * d
+    sums[c, 3] += sign * y
+    sums[c, 4] += sign * d * d
+    sums[c, 5] += sign * d * y
+
+
+@njit(**JIT)
 def rate_step(x, t, window_s, rise_per_min, min_samples, min_span_s, on_delay_s, deadband,
-              clock, ring_t, ring_x, head, count, pending, active, slope, alarm):
+              clock, ring_t, ring_x, head, count, sums, pending, active, slope, alarm):
     """Advance every channel by one cycle; return how many channels are in alarm.
 
     A ramp of 1.5 °C/min read every 10 s, with a 1 °C/min limit to hold for 30 s; the
@@ -85,40 +118,37 @@ def rate_step(x, t, window_s, rise_per_min, min_samples, min_span_s, on_delay_s,
         if back:
             count[c] = 0
             pending[c] = math.nan
+        oldest = t - window_s[c]
+        while count[c] > 0:  # readings that fell out of the window, oldest first
+            pos = (head[c] + cap - count[c]) % cap
+            if ring_t[c, pos] >= oldest:
+                break
+            _add(c, -1.0, ring_t[c, pos], ring_x[c, pos], sums)
+            count[c] -= 1
+        if count[c] > 0 and not t - sums[c, 0] <= 2.0 * window_s[c]:
+            _window_sums(c, ring_t, ring_x, head, count, sums)  # re-anchor (NaN: loaded)
         v = x[c]
         if math.isfinite(v):
-            if count[c] > 0 and t - ring_t[c, (head[c] + cap - 1) % cap] > window_s[c]:
-                count[c] = 0  # a gap longer than the window: start again
+            if count[c] == cap:  # the ring is full: its oldest reading leaves the window
+                _add(c, -1.0, ring_t[c, head[c]], ring_x[c, head[c]], sums)
+                count[c] -= 1
+            if count[c] == 0:
+                sums[c, 0], sums[c, 1] = t, v
+                sums[c, 2] = sums[c, 3] = sums[c, 4] = sums[c, 5] = 0.0
             ring_t[c, head[c]] = t
             ring_x[c, head[c]] = v
             head[c] = (head[c] + 1) % cap
-            count[c] = min(count[c] + 1, cap)
-        # readings in the window, newest first, times relative to t
-        oldest = t - window_s[c]
-        n = 0
-        sum_t = sum_x = 0.0
-        first = last = 0.0
-        for j in range(count[c]):
-            pos = (head[c] + cap - 1 - j) % cap
-            if ring_t[c, pos] < oldest:
-                break
-            d = ring_t[c, pos] - t
-            if n == 0:
-                last = ring_t[c, pos]
-            first = ring_t[c, pos]
-            n += 1
-            sum_t += d
-            sum_x += ring_x[c, pos]
+            count[c] += 1
+            _add(c, 1.0, t, v, sums)
+        n = count[c]
         s = math.nan
-        if n >= 2 and n >= min_samples[c] and last - first >= min_span_s[c] and last > first:
-            mean_t, mean_x = sum_t / n, sum_x / n
-            stt = stx = 0.0
-            for j in range(n):
-                pos = (head[c] + cap - 1 - j) % cap
-                d = (ring_t[c, pos] - t) - mean_t
-                stt += d * d
-                stx += d * (ring_x[c, pos] - mean_x)
-            s = 60.0 * stx / stt
+        if n >= 2 and n >= min_samples[c]:
+            last = ring_t[c, (head[c] + cap - 1) % cap]
+            first = ring_t[c, (head[c] + cap - n) % cap]
+            if last - first >= min_span_s[c] and last > first:
+                stt = sums[c, 4] - sums[c, 2] * sums[c, 2] / n
+                stx = sums[c, 5] - sums[c, 2] * sums[c, 3] / n
+                s = 60.0 * stx / stt
         slope[c] = s
         limit = rise_per_min[c]
         if math.isnan(limit):
@@ -145,13 +175,13 @@ def rate_step(x, t, window_s, rise_per_min, min_samples, min_span_s, on_delay_s,
 
 @njit(**JIT)
 def rate_run(x, t, window_s, rise_per_min, min_samples, min_span_s, on_delay_s, deadband,
-             clock, ring_t, ring_x, head, count, pending, active, slope, alarm):
+             clock, ring_t, ring_x, head, count, sums, pending, active, slope, alarm):
     """A recorded series: row k of ``x[T, C]``, ``t[T]`` is one cycle, exactly as
     ``rate_step``; outputs are ``[T, C]``.
     """
     for k in range(x.shape[0]):
         rate_step(x[k], t[k], window_s, rise_per_min, min_samples, min_span_s, on_delay_s,
-                  deadband, clock, ring_t, ring_x, head, count, pending, active, slope[k],
+                  deadband, clock, ring_t, ring_x, head, count, sums, pending, active, slope[k],
                   alarm[k])
 
 
@@ -230,7 +260,7 @@ class RateOfRiseBank:
     by the next call); ``run`` returns them as ``[T, C]`` arrays for a recorded series.
     """
 
-    STATE = ("clock", "ring_t", "ring_x", "head", "count", "pending", "active")
+    STATE = ("clock", "ring_t", "ring_x", "head", "count", "sums", "pending", "active")
     OUTPUTS = ("slope", "alarm")
 
     def __init__(self, channels: int, *, window_s: float | np.ndarray = 120.0,
@@ -271,6 +301,7 @@ class RateOfRiseBank:
         self.clock = np.full(1, np.nan)
         self.ring_t, self.ring_x = np.zeros((n, capacity)), np.zeros((n, capacity))
         self.head, self.count = np.zeros(n, np.int64), np.zeros(n, np.int64)
+        self.sums = np.full((n, 6), np.nan)
         self.pending = np.full(n, np.nan)
         self.active = np.zeros(n, np.bool_)
         self.slope, self.alarm = np.full(n, np.nan), np.zeros(n, np.bool_)
