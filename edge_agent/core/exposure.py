@@ -100,11 +100,15 @@ MAX_GAP_LIMIT_S = 3600.0  # bounds the work of one step (a reading counts <= 2 h
 
 
 @njit(**JIT)
-def _close_minute(c, minute, bucket, covered, closed, avg_ring, cov_ring, shift):
-    """Close channel c's open bucket into the ring and the shift sum; open the next."""
+def _close_minute(c, minute, bucket, covered, closed, avg_ring, cov_ring, sums, shift):
+    """Close channel c's open bucket into the ring, the W-minute sums and the shift sum;
+    open the next.
+    """
     cov = covered[c]
     avg = bucket[c] / cov if cov > 0.0 else 0.0
     pos = closed[c] % avg_ring.shape[1]
+    sums[c, 2] += avg - avg_ring[c, pos]  # the minute W ago leaves the window
+    sums[c, 3] += cov - cov_ring[c, pos]
     avg_ring[c, pos] = avg
     cov_ring[c, pos] = cov
     closed[c] += 1
@@ -116,33 +120,43 @@ def _close_minute(c, minute, bucket, covered, closed, avg_ring, cov_ring, shift)
 
 
 @njit(**JIT)
-def _skip_minutes(c, k, closed, avg_ring, cov_ring):
+def _skip_minutes(c, k, closed, avg_ring, cov_ring, sums):
     """Push k minutes without coverage (zero exposure); more than W just empty the ring."""
     width = avg_ring.shape[1]
     for j in range(min(k, width)):
         pos = (closed[c] + j) % width
+        sums[c, 2] -= avg_ring[c, pos]
+        sums[c, 3] -= cov_ring[c, pos]
         avg_ring[c, pos] = 0.0
         cov_ring[c, pos] = 0.0
     closed[c] += k
 
 
 @njit(**JIT)
-def _window_sums(c, closed, avg_ring, cov_ring, sums):
-    """Σ avg and Σ cov over the last 15 and the last W closed minutes of channel c."""
+def _window_sums(c, before, closed, avg_ring, cov_ring, sums):
+    """Σ avg and Σ cov over the last 15 closed minutes of channel c, now that ``closed``
+    moved on from ``before``; the W-minute sums run in ``_close_minute``, and are summed
+    afresh each time ``closed`` passes a multiple of W, so that no rounding builds up.
+    """
     width = avg_ring.shape[1]
-    s15 = c15 = sw = cw = 0.0
-    for j in range(width):
-        pos = (closed[c] + width - 1 - j) % width  # newest first
-        sw += avg_ring[c, pos]
-        cw += cov_ring[c, pos]
-        if j == STEL_MINUTES - 1:
-            s15, c15 = sw, cw
-    sums[c, 0], sums[c, 1], sums[c, 2], sums[c, 3] = s15, c15, sw, cw
+    s15 = c15 = 0.0
+    pos = closed[c] % width
+    for _ in range(STEL_MINUTES):  # newest first
+        pos = pos - 1 if pos > 0 else width - 1
+        s15 += avg_ring[c, pos]
+        c15 += cov_ring[c, pos]
+    sums[c, 0], sums[c, 1] = s15, c15
+    if closed[c] // width != before // width:
+        sw = cw = 0.0
+        for pos in range(width):
+            sw += avg_ring[c, pos]
+            cw += cov_ring[c, pos]
+        sums[c, 2], sums[c, 3] = sw, cw
 
 
 @njit(**JIT)
 def _advance(c, t, held, held_t, held_end, minute, bucket, covered, closed, avg_ring,
-             cov_ring, shift):
+             cov_ring, sums, shift):
     """Count channel c's held reading up to t and close every minute before t's own."""
     v = held[c]
     if not math.isnan(v):
@@ -157,14 +171,14 @@ def _advance(c, t, held, held_t, held_end, minute, bucket, covered, closed, avg_
             covered[c] += b - a
             a = b
             if a >= edge:
-                _close_minute(c, minute, bucket, covered, closed, avg_ring, cov_ring, shift)
+                _close_minute(c, minute, bucket, covered, closed, avg_ring, cov_ring, sums, shift)
         held_t[c] = a
         if a >= held_end[c]:
             held[c] = math.nan  # counted for its whole allowance
     now = np.int64(math.floor(t / MINUTE_S))
     if minute[c] < now:
-        _close_minute(c, minute, bucket, covered, closed, avg_ring, cov_ring, shift)
-        _skip_minutes(c, now - minute[c], closed, avg_ring, cov_ring)
+        _close_minute(c, minute, bucket, covered, closed, avg_ring, cov_ring, sums, shift)
+        _skip_minutes(c, now - minute[c], closed, avg_ring, cov_ring, sums)
         minute[c] = now
 
 
@@ -199,18 +213,19 @@ def exposure_step(x, t, reset, max_gap_s, mode, stel_limit, twa_limit,
         if fresh:
             minute[c] = now
         elif back < 0.0:
-            _close_minute(c, minute, bucket, covered, closed, avg_ring, cov_ring, shift)
+            before = closed[c]
+            _close_minute(c, minute, bucket, covered, closed, avg_ring, cov_ring, sums, shift)
             minute[c] = now
             held[c] = math.nan
             exc_start[c] += back
             exc_end[c] += back
-            _window_sums(c, closed, avg_ring, cov_ring, sums)
+            _window_sums(c, before, closed, avg_ring, cov_ring, sums)
         else:
             before = closed[c]
             _advance(c, t, held, held_t, held_end, minute, bucket, covered, closed, avg_ring,
-                     cov_ring, shift)
+                     cov_ring, sums, shift)
             if closed[c] != before:
-                _window_sums(c, closed, avg_ring, cov_ring, sums)
+                _window_sums(c, before, closed, avg_ring, cov_ring, sums)
         running = not math.isnan(exc_start[c])
         if reset[c]:
             shift[c, 0] = 0.0

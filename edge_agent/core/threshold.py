@@ -86,15 +86,15 @@ def threshold_step(values, t, channel, setpoint, above, deadband, on_delay, off_
 
 @njit(**JIT)
 def threshold_run(values, t, channel, setpoint, above, deadband, on_delay, off_delay, latch,
-                  condition, since, active, acked, out_active):
+                  condition, since, active, acked, changed, out_active):
     """A recorded series: row k of ``values[T, C]``, ``t[T]`` is one cycle, exactly as
     ``threshold_step``; ``out_active[T, L]`` is the alarm state after each cycle.
     """
-    changed = np.zeros(setpoint.shape[0], dtype=np.bool_)
     for k in range(values.shape[0]):
         threshold_step(values[k], t[k], channel, setpoint, above, deadband, on_delay,
                        off_delay, latch, condition, since, active, acked, changed)
-        out_active[k] = active
+        for i in range(active.shape[0]):
+            out_active[k, i] = active[i]
 
 
 class LimitTwin:
@@ -175,7 +175,7 @@ class ThresholdBank:
         out = np.zeros((values.shape[0], len(self.setpoint)), np.bool_)
         threshold_run(values, t, self.channel, self.setpoint, self.above, self.deadband,
                       self.on_delay, self.off_delay, self.latch, self.condition, self.since,
-                      self.active, self.acked, out)
+                      self.active, self.acked, self.changed, out)
         return out
 
     def state(self) -> dict[str, np.ndarray]:

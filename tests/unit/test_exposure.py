@@ -203,6 +203,26 @@ def test_exposure_a_10_minute_pulse_weighs_10_15_of_stel() -> None:
     assert 6 * MIN == out["stel_cov"][at[6]]  # partial: only 6 minutes of data so far
 
 
+def test_exposure_running_8h_sums_stay_the_sums_of_the_ring() -> None:
+    """The 8-h sums run (added and taken off as minutes close) and are summed afresh
+    every 480 minutes: over 30 h of readings from 0 to 1000 ppm, with missing ones, a
+    3-h gap and a clock going back, they never drift from the ring's own sums."""
+    rng = np.random.default_rng(11)
+    times = np.arange(0.0, 30 * HOUR, 10.0)
+    times[times > 20 * HOUR] += 3 * HOUR
+    times[times > 25 * HOUR] -= 1000.0
+    x = rng.choice([0.0, 3.0, 1000.0, 0.125], size=(times.size, 3)) * rng.random((times.size, 3))
+    x[rng.random(x.shape) < 0.05] = NAN
+    bank = ExposureBank(3, max_gap_s=10.0, twa_limit=10.0)
+    worst = 0.0
+    for row, t in zip(x, times, strict=True):
+        bank.step(row, t)
+        exact = np.stack([bank.avg_ring.sum(axis=1), bank.cov_ring.sum(axis=1)], axis=1)
+        worst = max(worst, float(np.abs(bank.sums[:, 2:] - exact).max()))
+    assert worst < 1e-9
+    assert bank.closed.min() > 3 * 480  # the ring went round and was summed afresh
+
+
 def test_exposure_values_change_only_when_a_minute_closes() -> None:
     """The open minute is in no window: a spike at the start of a minute does not weigh
     as a whole minute until that minute is over."""
