@@ -155,9 +155,12 @@ def _window_sums(c, before, closed, avg_ring, cov_ring, sums):
 
 
 @njit(**JIT)
-def _advance(c, t, held, held_t, held_end, minute, bucket, covered, closed, avg_ring,
+def _advance(c, t, now, held, held_t, held_end, minute, bucket, covered, closed, avg_ring,
              cov_ring, sums, shift):
-    """Count channel c's held reading up to t and close every minute before t's own."""
+    """Count channel c's held reading up to t, closing every minute before ``now`` (t's
+    own) and summing the windows afresh if one closed.
+    """
+    before = closed[c]
     v = held[c]
     if not math.isnan(v):
         end = min(t, held_end[c])
@@ -171,15 +174,82 @@ def _advance(c, t, held, held_t, held_end, minute, bucket, covered, closed, avg_
             covered[c] += b - a
             a = b
             if a >= edge:
-                _close_minute(c, minute, bucket, covered, closed, avg_ring, cov_ring, sums, shift)
+                _close_minute(c, minute, bucket, covered, closed, avg_ring, cov_ring, sums,
+                              shift)
         held_t[c] = a
         if a >= held_end[c]:
             held[c] = math.nan  # counted for its whole allowance
-    now = np.int64(math.floor(t / MINUTE_S))
     if minute[c] < now:
         _close_minute(c, minute, bucket, covered, closed, avg_ring, cov_ring, sums, shift)
         _skip_minutes(c, now - minute[c], closed, avg_ring, cov_ring, sums)
         minute[c] = now
+    if closed[c] != before:
+        _window_sums(c, before, closed, avg_ring, cov_ring, sums)
+
+
+@njit(**JIT)
+def _count(c, t, held, held_t, held_end, bucket, covered):
+    """Count channel c's held reading up to t, within its open minute."""
+    v = held[c]
+    if not math.isnan(v):
+        a, stop = held_t[c], held_end[c]
+        end = min(t, stop)
+        if a < end:
+            bucket[c] += v * (end - a)
+            covered[c] += end - a
+            held_t[c] = end
+        if end >= stop:
+            held[c] = math.nan  # counted for its whole allowance
+
+
+@njit(inline="always", **JIT)
+def _judge(c, t, v, reset, max_gap_s, mode, stel_limit, twa_limit, held, held_t, held_end,
+           sums, shift, exc_start, exc_end, exc_count, over5, breach, stel, twa, stel_cov,
+           twa_cov, stel_over, twa_over, peak_over, peak_breach, excursions):
+    """Channel c's new reading v, its shift reset, the peak rule and the outputs; 1 if
+    a flag is set.
+    """
+    running = not math.isnan(exc_start[c])
+    if reset:
+        shift[c, 0] = 0.0
+        shift[c, 1] = 0.0
+        exc_count[c] = 1 if running else 0
+        exc_end[c] = math.nan
+        breach[c] = False
+    peak_rule = math.isnan(stel_limit[c]) and not math.isnan(twa_limit[c])
+    if math.isfinite(v):
+        v = max(v, 0.0)
+        held[c] = v
+        held_t[c] = t
+        held_end[c] = t + 2.0 * max_gap_s[c]
+        if peak_rule:
+            over5[c] = v > CEILING_FACTOR * twa_limit[c]
+            if v > EXCURSION_FACTOR * twa_limit[c]:
+                if not running:
+                    exc_count[c] += 1
+                    if exc_count[c] > EXCURSIONS_PER_SHIFT or (
+                            t - exc_end[c] < EXCURSION_SPACING_S):  # False while NaN
+                        breach[c] = True
+                    exc_start[c] = t
+            elif running:
+                exc_start[c] = math.nan
+                exc_end[c] = t
+    if peak_rule and t - exc_start[c] > EXCURSION_MAX_S:
+        breach[c] = True
+    stel[c] = sums[c, 0] / STEL_MINUTES
+    stel_cov[c] = sums[c, 1]
+    if mode[c] == SHIFT:
+        twa[c] = shift[c, 0] / TWA_MINUTES
+        twa_cov[c] = shift[c, 1]
+    else:
+        twa[c] = sums[c, 2] / TWA_MINUTES
+        twa_cov[c] = sums[c, 3]
+    stel_over[c] = stel[c] > stel_limit[c]  # False for a NaN limit
+    twa_over[c] = twa[c] > twa_limit[c]
+    peak_over[c] = peak_rule and over5[c]
+    peak_breach[c] = peak_rule and breach[c]
+    excursions[c] = exc_count[c] if peak_rule else 0
+    return 1 if stel_over[c] or twa_over[c] or peak_over[c] or peak_breach[c] else 0
 
 
 @njit(**JIT)
@@ -206,9 +276,22 @@ def exposure_step(x, t, reset, max_gap_s, mode, stel_limit, twa_limit,
         t = clock[0] if math.isfinite(clock[0]) else 0.0
     fresh = math.isnan(clock[0])
     back = t - clock[0] if not fresh and t < clock[0] else 0.0
-    clock[0] = t
     now = np.int64(math.floor(t / MINUTE_S))
+    same_minute = not fresh and back == 0.0 and now == math.floor(clock[0] / MINUTE_S)
+    clock[0] = t
     flagged = 0
+    if same_minute:  # most cycles: a loop of its own, kept small, counts the held readings
+        for c in range(x.shape[0]):
+            if minute[c] == now:
+                _count(c, t, held, held_t, held_end, bucket, covered)
+            else:  # a channel that has not seen this minute's start (a restored state)
+                _advance(c, t, now, held, held_t, held_end, minute, bucket, covered, closed,
+                         avg_ring, cov_ring, sums, shift)
+            flagged += _judge(c, t, x[c], reset[c], max_gap_s, mode, stel_limit, twa_limit,
+                              held, held_t, held_end, sums, shift, exc_start, exc_end,
+                              exc_count, over5, breach, stel, twa, stel_cov, twa_cov,
+                              stel_over, twa_over, peak_over, peak_breach, excursions)
+        return flagged
     for c in range(x.shape[0]):
         if fresh:
             minute[c] = now
@@ -221,54 +304,12 @@ def exposure_step(x, t, reset, max_gap_s, mode, stel_limit, twa_limit,
             exc_end[c] += back
             _window_sums(c, before, closed, avg_ring, cov_ring, sums)
         else:
-            before = closed[c]
-            _advance(c, t, held, held_t, held_end, minute, bucket, covered, closed, avg_ring,
-                     cov_ring, sums, shift)
-            if closed[c] != before:
-                _window_sums(c, before, closed, avg_ring, cov_ring, sums)
-        running = not math.isnan(exc_start[c])
-        if reset[c]:
-            shift[c, 0] = 0.0
-            shift[c, 1] = 0.0
-            exc_count[c] = 1 if running else 0
-            exc_end[c] = math.nan
-            breach[c] = False
-        peak_rule = math.isnan(stel_limit[c]) and not math.isnan(twa_limit[c])
-        v = x[c]
-        if math.isfinite(v):
-            v = max(v, 0.0)
-            held[c] = v
-            held_t[c] = t
-            held_end[c] = t + 2.0 * max_gap_s[c]
-            if peak_rule:
-                over5[c] = v > CEILING_FACTOR * twa_limit[c]
-                if v > EXCURSION_FACTOR * twa_limit[c]:
-                    if not running:
-                        exc_count[c] += 1
-                        if exc_count[c] > EXCURSIONS_PER_SHIFT or (
-                                t - exc_end[c] < EXCURSION_SPACING_S):  # False while NaN
-                            breach[c] = True
-                        exc_start[c] = t
-                elif running:
-                    exc_start[c] = math.nan
-                    exc_end[c] = t
-        if peak_rule and t - exc_start[c] > EXCURSION_MAX_S:
-            breach[c] = True
-        stel[c] = sums[c, 0] / STEL_MINUTES
-        stel_cov[c] = sums[c, 1]
-        if mode[c] == SHIFT:
-            twa[c] = shift[c, 0] / TWA_MINUTES
-            twa_cov[c] = shift[c, 1]
-        else:
-            twa[c] = sums[c, 2] / TWA_MINUTES
-            twa_cov[c] = sums[c, 3]
-        stel_over[c] = stel[c] > stel_limit[c]  # False for a NaN limit
-        twa_over[c] = twa[c] > twa_limit[c]
-        peak_over[c] = peak_rule and over5[c]
-        peak_breach[c] = peak_rule and breach[c]
-        excursions[c] = exc_count[c] if peak_rule else 0
-        if stel_over[c] or twa_over[c] or peak_over[c] or peak_breach[c]:
-            flagged += 1
+            _advance(c, t, now, held, held_t, held_end, minute, bucket, covered, closed,
+                     avg_ring, cov_ring, sums, shift)
+        flagged += _judge(c, t, x[c], reset[c], max_gap_s, mode, stel_limit, twa_limit,
+                          held, held_t, held_end, sums, shift, exc_start, exc_end,
+                          exc_count, over5, breach, stel, twa, stel_cov, twa_cov,
+                          stel_over, twa_over, peak_over, peak_breach, excursions)
     return flagged
 
 

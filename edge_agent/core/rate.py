@@ -83,15 +83,6 @@ def _window_sums(c, ring_t, ring_x, head, count, sums):
 
 
 @njit(**JIT)
-def _add(c, sign, tv, xv, sums):
-    d, y = tv - sums[c, 0], xv - sums[c, 1]
-    sums[c, 2] += sign * d
-    sums[c, 3] += sign * y
-    sums[c, 4] += sign * d * d
-    sums[c, 5] += sign * d * y
-
-
-@njit(**JIT)
 def rate_step(x, t, window_s, rise_per_min, min_samples, min_span_s, on_delay_s, deadband,
               clock, ring_t, ring_x, head, count, sums, pending, active, slope, alarm):
     """Advance every channel by one cycle; return how many channels are in alarm.
@@ -118,37 +109,42 @@ def rate_step(x, t, window_s, rise_per_min, min_samples, min_span_s, on_delay_s,
         if back:
             count[c] = 0
             pending[c] = math.nan
+        n, h = count[c], head[c]  # readings in the window; where the next one goes
         oldest = t - window_s[c]
-        while count[c] > 0:  # readings that fell out of the window, oldest first
-            pos = (head[c] + cap - count[c]) % cap
+        if n > 0 and not t - sums[c, 0] <= 2.0 * window_s[c]:
+            _window_sums(c, ring_t, ring_x, head, count, sums)  # re-anchor (NaN: loaded)
+        at, ax, sd, sy, sdd, sdy = (sums[c, 0], sums[c, 1], sums[c, 2], sums[c, 3],
+                                    sums[c, 4], sums[c, 5])
+        while n > 0:  # readings that fell out of the window, oldest first
+            pos = h - n if h >= n else h - n + cap
             if ring_t[c, pos] >= oldest:
                 break
-            _add(c, -1.0, ring_t[c, pos], ring_x[c, pos], sums)
-            count[c] -= 1
-        if count[c] > 0 and not t - sums[c, 0] <= 2.0 * window_s[c]:
-            _window_sums(c, ring_t, ring_x, head, count, sums)  # re-anchor (NaN: loaded)
+            d, y = ring_t[c, pos] - at, ring_x[c, pos] - ax
+            sd, sy, sdd, sdy = sd - d, sy - y, sdd - d * d, sdy - d * y
+            n -= 1
         v = x[c]
         if math.isfinite(v):
-            if count[c] == cap:  # the ring is full: its oldest reading leaves the window
-                _add(c, -1.0, ring_t[c, head[c]], ring_x[c, head[c]], sums)
-                count[c] -= 1
-            if count[c] == 0:
-                sums[c, 0], sums[c, 1] = t, v
-                sums[c, 2] = sums[c, 3] = sums[c, 4] = sums[c, 5] = 0.0
-            ring_t[c, head[c]] = t
-            ring_x[c, head[c]] = v
-            head[c] = (head[c] + 1) % cap
-            count[c] += 1
-            _add(c, 1.0, t, v, sums)
-        n = count[c]
+            if n == cap:  # the ring is full: its oldest reading leaves the window
+                d, y = ring_t[c, h] - at, ring_x[c, h] - ax
+                sd, sy, sdd, sdy = sd - d, sy - y, sdd - d * d, sdy - d * y
+                n -= 1
+            if n == 0:
+                at, ax, sd, sy, sdd, sdy = t, v, 0.0, 0.0, 0.0, 0.0
+            ring_t[c, h] = t
+            ring_x[c, h] = v
+            h = h + 1 if h + 1 < cap else 0
+            n += 1
+            d, y = t - at, v - ax
+            sd, sy, sdd, sdy = sd + d, sy + y, sdd + d * d, sdy + d * y
+        count[c], head[c] = n, h
+        sums[c, 0], sums[c, 1], sums[c, 2] = at, ax, sd
+        sums[c, 3], sums[c, 4], sums[c, 5] = sy, sdd, sdy
         s = math.nan
         if n >= 2 and n >= min_samples[c]:
-            last = ring_t[c, (head[c] + cap - 1) % cap]
-            first = ring_t[c, (head[c] + cap - n) % cap]
+            last = ring_t[c, h - 1 if h > 0 else cap - 1]
+            first = ring_t[c, h - n if h >= n else h - n + cap]
             if last - first >= min_span_s[c] and last > first:
-                stt = sums[c, 4] - sums[c, 2] * sums[c, 2] / n
-                stx = sums[c, 5] - sums[c, 2] * sums[c, 3] / n
-                s = 60.0 * stx / stt
+                s = 60.0 * (sdy - sd * sy / n) / (sdd - sd * sd / n)
         slope[c] = s
         limit = rise_per_min[c]
         if math.isnan(limit):

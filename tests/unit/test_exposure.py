@@ -223,6 +223,27 @@ def test_exposure_running_8h_sums_stay_the_sums_of_the_ring() -> None:
     assert bank.closed.min() > 3 * 480  # the ring went round and was summed afresh
 
 
+def test_exposure_a_channel_added_to_a_restored_bank_starts_like_a_fresh_one() -> None:
+    """The engine restores a bank row by row: a channel new in the config gets a fresh
+    row under the saved clock, in the middle of a minute. It must count exactly like a
+    channel of a bank started at that cycle."""
+    rng = np.random.default_rng(5)
+    times = np.arange(0.0, 3 * HOUR, 5.0) + 17.0
+    x = rng.choice([0.0, 20.0, 60.0], size=(times.size, 2))
+    cut = 1001  # mid-minute: 17 + 5005 s
+    old = ExposureBank(2, max_gap_s=5.0, stel_limit=30.0, twa_limit=20.0)
+    old.run(x[:cut], times[:cut])
+    merged = old.state()
+    for name, array in ExposureBank(2, max_gap_s=5.0).state().items():
+        if name != "clock":
+            merged[name][1] = array[1]
+    old.load(merged)
+    fresh = ExposureBank(1, max_gap_s=5.0, stel_limit=30.0, twa_limit=20.0)
+    got, want = old.run(x[cut:], times[cut:]), fresh.run(x[cut:, 1:], times[cut:])
+    for name in ExposureBank.OUTPUTS:
+        np.testing.assert_array_equal(got[name][:, 1], want[name][:, 0], err_msg=name)
+
+
 def test_exposure_values_change_only_when_a_minute_closes() -> None:
     """The open minute is in no window: a spike at the start of a minute does not weigh
     as a whole minute until that minute is over."""
