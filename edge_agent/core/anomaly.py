@@ -208,6 +208,44 @@ def _take_in(c, env, episode):
     env[c, S_HI] = max(env[c, S_HI], episode[c, EP_SHI])
 
 
+@njit(**JIT)
+def _excursion(c, v, s, a, n, up, down, flag_now, steps, p, env, level, episode, flagged):
+    """A reading outside an envelope, or flagging: the excursion goes on (the envelopes
+    learn it only once it ends unflagged); returns its score, which is a's only if it
+    is more anomalous than every reading before it in the excursion.
+    """
+    out = a
+    if n == 0.0:
+        episode[c, EP_LO], episode[c, EP_HI] = v, v
+        episode[c, EP_SLO], episode[c, EP_SHI] = s, s
+        episode[c, EP_FLAG], episode[c, EP_MAX] = 0.0, a
+    else:
+        episode[c, EP_LO] = min(episode[c, EP_LO], v)
+        episode[c, EP_HI] = max(episode[c, EP_HI], v)
+        episode[c, EP_SLO] = min(episode[c, EP_SLO], s)
+        episode[c, EP_SHI] = max(episode[c, EP_SHI], s)
+        if a <= episode[c, EP_MAX]:
+            out = 0.0
+        episode[c, EP_MAX] = max(a, episode[c, EP_MAX])
+    episode[c, EP_LEN] = n + 1.0
+    level[c, UP], level[c, DOWN] = up, down
+    if flag_now:
+        if episode[c, EP_FLAG] > 0.0:
+            out = 0.0  # a flagged excursion is reported once
+        episode[c, EP_FLAG] = 1.0  # and never learned
+    else:
+        _follow(c, v, steps, p, level)
+    flagged[c] = flag_now
+    if n + 1.0 >= p[RELEARN]:
+        # a new normal: the envelopes take the excursion in, the baseline restarts
+        _take_in(c, env, episode)
+        level[c, MU] = v
+        level[c, UP], level[c, DOWN] = 0.0, 0.0
+        episode[c, EP_LEN] = 0.0
+        flagged[c] = False
+    return out
+
+
 @njit(inline="always", **JIT)
 def _channel(c, v, t, p, clock, env, level, episode, hold, flagged, score):
     """Take channel ``c``'s reading ``v`` at ``t``; write ``score[c]`` and ``flagged[c]``."""
@@ -254,37 +292,8 @@ def _channel(c, v, t, p, clock, env, level, episode, hold, flagged, score):
     else:
         outside = False  # while training, every reading is learned at once
     if flag_now or outside:
-        # an excursion: the envelopes learn it only once it ends unflagged; a reading
-        # scores only if it is more anomalous than all before it in the excursion
-        out = a
-        if n == 0.0:
-            episode[c, EP_LO], episode[c, EP_HI] = v, v
-            episode[c, EP_SLO], episode[c, EP_SHI] = s, s
-            episode[c, EP_FLAG], episode[c, EP_MAX] = 0.0, a
-        else:
-            episode[c, EP_LO] = min(episode[c, EP_LO], v)
-            episode[c, EP_HI] = max(episode[c, EP_HI], v)
-            episode[c, EP_SLO] = min(episode[c, EP_SLO], s)
-            episode[c, EP_SHI] = max(episode[c, EP_SHI], s)
-            if a <= episode[c, EP_MAX]:
-                out = 0.0
-            episode[c, EP_MAX] = max(a, episode[c, EP_MAX])
-        episode[c, EP_LEN] = n + 1.0
-        level[c, UP], level[c, DOWN] = up, down
-        if flag_now:
-            if episode[c, EP_FLAG] > 0.0:
-                out = 0.0  # a flagged excursion is reported once
-            episode[c, EP_FLAG] = 1.0  # and never learned
-        else:
-            _follow(c, v, steps, p, level)
-        flagged[c] = flag_now
-        if n + 1.0 >= p[RELEARN]:
-            # a new normal: the envelopes take the excursion in, the baseline restarts
-            _take_in(c, env, episode)
-            level[c, MU] = v
-            level[c, UP], level[c, DOWN] = 0.0, 0.0
-            episode[c, EP_LEN] = 0.0
-            flagged[c] = False
+        out = _excursion(c, v, s, a, n, up, down, flag_now, steps, p, env, level, episode,
+                         flagged)
     else:
         out = a
         if n > 0.0 and episode[c, EP_FLAG] == 0.0:
