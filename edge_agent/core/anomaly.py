@@ -262,7 +262,8 @@ def _channel(c, v, t, p, clock, env, level, episode, hold, flagged, score):
         elif math.isnan(typ):
             clock[c, DT_TYP] = dt
         else:
-            steps = min(max(1.0, math.floor(dt / typ + 0.5)), GAP_MAX)  # jitter is no gap
+            if dt >= 1.5 * typ:  # rounds to 2 intervals or more; less is jitter, no gap
+                steps = min(math.floor(dt / typ + 0.5), GAP_MAX)
             clock[c, DT_TYP] = typ + DT_FOLLOW * (min(max(dt, 0.25 * typ), 4.0 * typ) - typ)
     clock[c, T_LAST] = t
 
@@ -278,8 +279,12 @@ def _channel(c, v, t, p, clock, env, level, episode, hold, flagged, score):
         z = min(max((v - mu) / sigma, -Z_MAX), Z_MAX)
         up = max(0.0, up + z - p[K_CUSUM])
         down = max(0.0, down - z - p[K_CUSUM])
-        a1 = _ratio(_excess(v, env[c, LO], env[c, HI]), p[C_ENV])
-        a2 = p[W_S] * _ratio(_excess(s, env[c, S_LO], env[c, S_HI]), p[C_ENV])
+        lo, hi, s_lo, s_hi = env[c, LO], env[c, HI], env[c, S_LO], env[c, S_HI]
+        a1 = a2 = 0.0  # within the envelopes (the common case: no division)
+        if v < lo or v > hi:
+            a1 = _ratio(_excess(v, lo, hi), p[C_ENV])
+        if s < s_lo or s > s_hi:
+            a2 = p[W_S] * _ratio(_excess(s, s_lo, s_hi), p[C_ENV])
         q = max(up, down) / p[H_CUSUM]
         a3 = min(1.0, p[FLAG] * (q * q if p[GAMMA] == 2.0 else q ** p[GAMMA]))
         a = max(a1, a2, a3)
@@ -429,7 +434,8 @@ class AnomalyTwin:
             elif math.isnan(self.typical_dt):
                 self.typical_dt = dt
             else:
-                intervals = min(max(1.0, math.floor(dt / self.typical_dt + 0.5)), 1000.0)
+                if dt >= 1.5 * self.typical_dt:
+                    intervals = min(math.floor(dt / self.typical_dt + 0.5), 1000.0)
                 clipped = min(max(dt, self.typical_dt / 4.0), 4.0 * self.typical_dt)
                 self.typical_dt += 0.01 * (clipped - self.typical_dt)
         self.last_t = t
