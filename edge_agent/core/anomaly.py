@@ -58,7 +58,7 @@ form (as a running mean and mean absolute deviation).
 Arrays, C channels:
     x        float64[C]     this cycle's reading per channel, NaN where none
     t        float64        the cycle's time, seconds
-    params   float64[15]    the parameters, in the order of ``PARAMS``
+    params   float64[16]    the parameters, in the order of ``PARAMS``, then 1 / h
     clock    float64[C, 3]  state: readings taken, time of the last, typical interval
                             (NaN until two readings)
     env      float64[C, 4]  state: lo, hi of the readings; lo, hi of the smoothed readings
@@ -85,6 +85,7 @@ PARAMS = ("warm", "train", "c", "alpha_s", "w_s", "alpha_mu", "alpha_d", "k", "h
           "flag", "relearn", "hold", "hold_level", "decay")
 (WARM, TRAIN, C_ENV, ALPHA_S, W_S, ALPHA_MU, ALPHA_D, K_CUSUM, H_CUSUM, GAMMA, FLAG, RELEARN,
  HOLD, HOLD_LEVEL, DECAY) = range(len(PARAMS))
+INV_H = len(PARAMS)  # 1 / h, after the parameters: a product per reading, not a quotient
 
 # state columns
 N_SEEN, T_LAST, DT_TYP = range(3)
@@ -159,8 +160,10 @@ class AnomalyParams:
                                  "(a factor or a score)")
 
     def array(self) -> np.ndarray:
-        """The parameters as the kernel takes them, in the order of ``PARAMS``."""
-        return np.array([getattr(self, name) for name in PARAMS], dtype=np.float64)
+        """The parameters as the kernel takes them, in the order of ``PARAMS``, then
+        ``1 / h``.
+        """
+        return np.array([*(getattr(self, name) for name in PARAMS), 1.0 / self.h])
 
 
 @njit(**JIT)
@@ -285,7 +288,7 @@ def _channel(c, v, t, p, clock, env, level, episode, hold, flagged, score):
             a1 = _ratio(_excess(v, lo, hi), p[C_ENV])
         if s < s_lo or s > s_hi:
             a2 = p[W_S] * _ratio(_excess(s, s_lo, s_hi), p[C_ENV])
-        q = max(up, down) / p[H_CUSUM]
+        q = max(up, down) * p[INV_H]
         a3 = min(1.0, p[FLAG] * (q * q if p[GAMMA] == 2.0 else q ** p[GAMMA]))
         a = max(a1, a2, a3)
 
@@ -451,7 +454,7 @@ class AnomalyTwin:
             up, down = max(0.0, up + z - p.k), max(0.0, down - z - p.k)
             score = max(self._novelty(self._beyond(x, self.lo, self.hi)),
                         p.w_s * self._novelty(self._beyond(self.s, self.s_lo, self.s_hi)),
-                        min(1.0, p.flag * (max(up, down) / p.h) ** p.gamma))
+                        min(1.0, p.flag * (max(up, down) * (1.0 / p.h)) ** p.gamma))
 
         trained = self.readings >= p.train and self.readings >= p.warm
         flag = trained and score >= p.flag

@@ -105,14 +105,15 @@ def rate_step(x, t, window_s, rise_per_min, min_samples, min_span_s, on_delay_s,
     clock[0] = t
     cap = ring_t.shape[1]
     alarms = 0
-    for c in range(x.shape[0]):
+    for c in range(x.shape[0]):  # restarts and re-anchoring: rare, kept out of the next loop
         if back:
             count[c] = 0
             pending[c] = math.nan
+        elif count[c] > 0 and not t - sums[c, 0] <= 2.0 * window_s[c]:
+            _window_sums(c, ring_t, ring_x, head, count, sums)  # re-anchor (NaN: loaded)
+    for c in range(x.shape[0]):
         n, h = count[c], head[c]  # readings in the window; where the next one goes
         oldest = t - window_s[c]
-        if n > 0 and not t - sums[c, 0] <= 2.0 * window_s[c]:
-            _window_sums(c, ring_t, ring_x, head, count, sums)  # re-anchor (NaN: loaded)
         at, ax, sd, sy, sdd, sdy = (sums[c, 0], sums[c, 1], sums[c, 2], sums[c, 3],
                                     sums[c, 4], sums[c, 5])
         while n > 0:  # readings that fell out of the window, oldest first
@@ -144,7 +145,8 @@ def rate_step(x, t, window_s, rise_per_min, min_samples, min_span_s, on_delay_s,
             last = ring_t[c, h - 1 if h > 0 else cap - 1]
             first = ring_t[c, h - n if h >= n else h - n + cap]
             if last - first >= min_span_s[c] and last > first:
-                s = 60.0 * (sdy - sd * sy / n) / (sdd - sd * sd / n)
+                mean_d = sd / n
+                s = 60.0 * (sdy - mean_d * sy) / (sdd - mean_d * sd)
         slope[c] = s
         limit = rise_per_min[c]
         if math.isnan(limit):

@@ -121,16 +121,17 @@ def sensor_faults_step(x, t, epsilon, stuck_s, max_rate, gap_s, pair_a, pair_b, 
         t = clock[0] if math.isfinite(clock[0]) else 0.0
     back = t - clock[0] if t < clock[0] else 0.0  # False while clock is NaN
     clock[0] = t
-    for c in range(x.shape[0]):
-        if math.isnan(recv_t[c]):
-            recv_t[c] = t  # the first cycle: a gap counts from here
-        if back < 0.0:
+    if back < 0.0:  # a loop of its own: rare, and kept out of the common one
+        for c in range(x.shape[0]):
             recv_t[c] += back
             ref_t[c] += back
             stretch_t[c] += back
             stuck_off[c] += back
             gap_off[c] += back
             prev_x[c] = math.nan  # the time since the previous reading is unknown
+    for c in range(x.shape[0]):
+        if math.isnan(recv_t[c]):
+            recv_t[c] = t  # the first cycle: a gap counts from here
         v = x[c]
         spike[c] = False
         clean[c] = math.nan
