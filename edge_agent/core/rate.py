@@ -38,8 +38,7 @@ Arrays; C channels, N = the ring's capacity (readings kept per channel):
     on_delay_s    float64[C]     s the slope must stay at or above the limit (>= 0)
     deadband      float64[C]     unit of x per minute (>= 0)
     clock         float64[1]     state: the last cycle's time (NaN: no cycle yet)
-    ring_t        float64[C, N]  state: times of the last N good readings
-    ring_x        float64[C, N]  state: their values
+    ring          float64[C, N, 2]  state: time and value of the last N good readings
     head          int64[C]       state: ring position of the next reading
     count         int64[C]       state: readings in the window (the newest ones)
     sums          float64[C, 6]  state: anchor time and value, then Σd, Σy, Σd², Σdy
@@ -63,17 +62,17 @@ from edge_agent.core._jit import JIT
 
 
 @njit(**JIT)
-def _window_sums(c, ring_t, ring_x, head, count, sums):
+def _window_sums(c, ring, head, count, sums):
     """Recompute channel c's sums over its ``count`` newest readings, anchored at the
     newest one (so that the running sums never grow far from zero).
     """
-    cap = ring_t.shape[1]
+    cap = ring.shape[1]
     newest = (head[c] + cap - 1) % cap
-    at, ax = ring_t[c, newest], ring_x[c, newest]
+    at, ax = ring[c, newest, 0], ring[c, newest, 1]
     sd = sy = sdd = sdy = 0.0
     for j in range(count[c]):
         pos = (head[c] + cap - 1 - j) % cap
-        d, y = ring_t[c, pos] - at, ring_x[c, pos] - ax
+        d, y = ring[c, pos, 0] - at, ring[c, pos, 1] - ax
         sd += d
         sy += y
         sdd += d * d
@@ -84,7 +83,7 @@ def _window_sums(c, ring_t, ring_x, head, count, sums):
 
 @njit(**JIT)
 def rate_step(x, t, window_s, rise_per_min, min_samples, min_span_s, on_delay_s, deadband,
-              clock, ring_t, ring_x, head, count, sums, pending, active, slope, alarm):
+              clock, ring, head, count, sums, pending, active, slope, alarm):
     """Advance every channel by one cycle; return how many channels are in alarm.
 
     A ramp of 1.5 °C/min read every 10 s, with a 1 °C/min limit to hold for 30 s; the
@@ -103,14 +102,14 @@ def rate_step(x, t, window_s, rise_per_min, min_samples, min_span_s, on_delay_s,
         t = clock[0] if math.isfinite(clock[0]) else 0.0
     back = not math.isnan(clock[0]) and t < clock[0]
     clock[0] = t
-    cap = ring_t.shape[1]
+    cap = ring.shape[1]
     alarms = 0
     for c in range(x.shape[0]):  # restarts and re-anchoring: rare, kept out of the next loop
         if back:
             count[c] = 0
             pending[c] = math.nan
         elif count[c] > 0 and not t - sums[c, 0] <= 2.0 * window_s[c]:
-            _window_sums(c, ring_t, ring_x, head, count, sums)  # re-anchor (NaN: loaded)
+            _window_sums(c, ring, head, count, sums)  # re-anchor (NaN: loaded)
     for c in range(x.shape[0]):
         n, h = count[c], head[c]  # readings in the window; where the next one goes
         oldest = t - window_s[c]
@@ -118,21 +117,21 @@ def rate_step(x, t, window_s, rise_per_min, min_samples, min_span_s, on_delay_s,
                                     sums[c, 4], sums[c, 5])
         while n > 0:  # readings that fell out of the window, oldest first
             pos = h - n if h >= n else h - n + cap
-            if ring_t[c, pos] >= oldest:
+            if ring[c, pos, 0] >= oldest:
                 break
-            d, y = ring_t[c, pos] - at, ring_x[c, pos] - ax
+            d, y = ring[c, pos, 0] - at, ring[c, pos, 1] - ax
             sd, sy, sdd, sdy = sd - d, sy - y, sdd - d * d, sdy - d * y
             n -= 1
         v = x[c]
         if math.isfinite(v):
             if n == cap:  # the ring is full: its oldest reading leaves the window
-                d, y = ring_t[c, h] - at, ring_x[c, h] - ax
+                d, y = ring[c, h, 0] - at, ring[c, h, 1] - ax
                 sd, sy, sdd, sdy = sd - d, sy - y, sdd - d * d, sdy - d * y
                 n -= 1
             if n == 0:
                 at, ax, sd, sy, sdd, sdy = t, v, 0.0, 0.0, 0.0, 0.0
-            ring_t[c, h] = t
-            ring_x[c, h] = v
+            ring[c, h, 0] = t
+            ring[c, h, 1] = v
             h = h + 1 if h + 1 < cap else 0
             n += 1
             d, y = t - at, v - ax
@@ -142,11 +141,10 @@ def rate_step(x, t, window_s, rise_per_min, min_samples, min_span_s, on_delay_s,
         sums[c, 3], sums[c, 4], sums[c, 5] = sy, sdd, sdy
         s = math.nan
         if n >= 2 and n >= min_samples[c]:
-            last = ring_t[c, h - 1 if h > 0 else cap - 1]
-            first = ring_t[c, h - n if h >= n else h - n + cap]
+            last = ring[c, h - 1 if h > 0 else cap - 1, 0]
+            first = ring[c, h - n if h >= n else h - n + cap, 0]
             if last - first >= min_span_s[c] and last > first:
-                mean_d = sd / n
-                s = 60.0 * (sdy - mean_d * sy) / (sdd - mean_d * sd)
+                s = 60.0 * (n * sdy - sd * sy) / (n * sdd - sd * sd)
         slope[c] = s
         limit = rise_per_min[c]
         if math.isnan(limit):
@@ -173,13 +171,13 @@ def rate_step(x, t, window_s, rise_per_min, min_samples, min_span_s, on_delay_s,
 
 @njit(**JIT)
 def rate_run(x, t, window_s, rise_per_min, min_samples, min_span_s, on_delay_s, deadband,
-             clock, ring_t, ring_x, head, count, sums, pending, active, slope, alarm):
+             clock, ring, head, count, sums, pending, active, slope, alarm):
     """A recorded series: row k of ``x[T, C]``, ``t[T]`` is one cycle, exactly as
     ``rate_step``; outputs are ``[T, C]``.
     """
     for k in range(x.shape[0]):
         rate_step(x[k], t[k], window_s, rise_per_min, min_samples, min_span_s, on_delay_s,
-                  deadband, clock, ring_t, ring_x, head, count, sums, pending, active, slope[k],
+                  deadband, clock, ring, head, count, sums, pending, active, slope[k],
                   alarm[k])
 
 
@@ -258,7 +256,7 @@ class RateOfRiseBank:
     by the next call); ``run`` returns them as ``[T, C]`` arrays for a recorded series.
     """
 
-    STATE = ("clock", "ring_t", "ring_x", "head", "count", "sums", "pending", "active")
+    STATE = ("clock", "ring", "head", "count", "sums", "pending", "active")
     OUTPUTS = ("slope", "alarm")
 
     def __init__(self, channels: int, *, window_s: float | np.ndarray = 120.0,
@@ -297,7 +295,7 @@ class RateOfRiseBank:
         if (self.min_span_s > self.window_s).any():
             raise ValueError("min_span_s: must be <= window_s, or no estimate is ever valid")
         self.clock = np.full(1, np.nan)
-        self.ring_t, self.ring_x = np.zeros((n, capacity)), np.zeros((n, capacity))
+        self.ring = np.zeros((n, capacity, 2))
         self.head, self.count = np.zeros(n, np.int64), np.zeros(n, np.int64)
         self.sums = np.full((n, 6), np.nan)
         self.pending = np.full(n, np.nan)

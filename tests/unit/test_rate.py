@@ -264,7 +264,7 @@ def test_rate_bank_refuses_bad_inputs_and_states() -> None:
         bank.step(np.zeros(2), INF)
     with pytest.raises(ValueError, match=r"x: expected a float64 array of shape \(T, 2\)"):
         bank.run(np.zeros(2), np.zeros(2))
-    with pytest.raises(ValueError, match=r"state\['ring_t'\]: expected float64\[2, 512\]"):
+    with pytest.raises(ValueError, match=r"state\['ring'\]: expected float64\[2, 512, 2\]"):
         bank.load(RateOfRiseBank(2, capacity=8).state())
 
 
