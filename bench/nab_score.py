@@ -43,9 +43,12 @@ from pathlib import Path
 
 import numpy as np
 
-# The shared folder beside the repository holds the benchmark data (not committed here).
-NAB_DIR = Path(os.environ.get("NAB_DIR", Path(__file__).resolve().parents[2] / "shared"
-                              / "datasets" / "nab"))
+# The team's shared folder holds the benchmark data (not committed here): beside the
+# repository, or at its usual place on the team's machines for a checkout elsewhere.
+_NAB_PLACES = [Path(__file__).resolve().parents[2] / "shared" / "datasets" / "nab",
+               Path("/work/shared/datasets/nab")]
+NAB_DIR = Path(os.environ.get("NAB_DIR") or next(
+    (place for place in _NAB_PLACES if (place / "labels").is_dir()), _NAB_PLACES[0]))
 """Where NAB's data/, labels/ and config/ are (override with the NAB_DIR variable)."""
 
 PROBATION_PERCENT = 0.15
