@@ -61,7 +61,7 @@ def _channel(rules: ChannelRules, site, trended: bool) -> ChannelSpec:
         rules.channel, rules.device.name, unit, tuple(limits), window,
         _exposure(settings.exposure if settings else None, point, rules, site),
         FaultSpec(faults.stuck_s, faults.stuck_epsilon, faults.max_rate_per_s, faults.gap_s)
-        if faults else None, anomaly)
+        if faults else None, anomaly, rules.device.poll_interval_s)
 
 
 def _exposure(setting: Exposure | bool | None, point, rules: ChannelRules,

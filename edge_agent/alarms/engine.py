@@ -39,11 +39,13 @@ from edge_agent.records import ActiveAlarm, CoreState, Event, EventClass
 __all__ = ["AlarmEngine", "Outcome"]
 
 SENSOR_FAULTS = ("stuck", "spike", "gap", "drift")
-EXPOSURE = {"stel_over": "stel", "twa_over": "twa", "peak_over": "peak",
-            "peak_breach": "peak_5x"}
-# An exceeded legal limit (STEL, TWA, never-exceed 5 × PC-TWA) is level 2; an excursion
-# above 3 × PC-TWA, allowed a few times a day (GBZ 2.1 peak rule), is level 1.
-EXPOSURE_LEVEL = {"stel": 2, "twa": 2, "peak": 1, "peak_5x": 2}
+# The exposure kernel's flags and the alarm each raises: a reading above 5 × PC-TWA,
+# which is never allowed (peak_5x); a broken excursion rule of GBZ 2.1 (excursions
+# above 3 × PC-TWA too long, too close or too many: peak). Every one of them is an
+# exceeded legal limit: level 2.
+EXPOSURE = {"stel_over": "stel", "twa_over": "twa", "peak_over": "peak_5x",
+            "peak_breach": "peak"}
+EXPOSURE_LEVEL = {"stel": 2, "twa": 2, "peak": 2, "peak_5x": 2}
 
 
 @dataclass
@@ -58,6 +60,14 @@ class Outcome:
         self.events += other.events
         self.raised += other.raised
         self.ended += other.ended
+
+
+RING_MIN = 16  # readings a rate window's ring keeps, at least
+
+
+def _readings_in(channel: ChannelSpec) -> int:
+    """Readings of the channel's rate window, with room for polls that come early."""
+    return math.ceil(1.25 * channel.rate_window_s / channel.poll_interval_s) + 2  # type: ignore[operator]
 
 
 def _new_id() -> str:
@@ -105,7 +115,9 @@ class AlarmEngine:
         self.faults = self._fault_bank(chans, spec)
         self._rate_of = [i for i, c in enumerate(chans) if c.rate_window_s is not None]
         self.rates = RateOfRiseBank(len(self._rate_of), window_s=np.array(
-            [chans[i].rate_window_s for i in self._rate_of])) if self._rate_of else None
+            [chans[i].rate_window_s for i in self._rate_of]), capacity=max(
+            [RING_MIN, *(_readings_in(chans[i]) for i in self._rate_of)])
+        ) if self._rate_of else None
         self.limits = spec.limits()
         rate_row = {i: len(chans) + r for r, i in enumerate(self._rate_of)}
         rows = [rate_row[self.channels[x.channel]] if x.on_rate else self.channels[x.channel]

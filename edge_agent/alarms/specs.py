@@ -61,6 +61,7 @@ class ChannelSpec:
     exposure: ExposureSpec | None = None
     faults: FaultSpec | None = None
     anomaly: bool = False
+    poll_interval_s: float = 1.0  # sizes the rate window's ring
 
 
 @dataclass(frozen=True, slots=True)

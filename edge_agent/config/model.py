@@ -209,6 +209,9 @@ class RateLimit(BaseModel):
         return self
 
 
+RATE_READINGS_MAX = 4096  # readings a rate-of-change window may hold (the kernel's ring)
+
+
 class Rate(BaseModel):
     """Rate of change over a sliding window, least-squares slope (SAFETY_REFERENCE.md §6.4)."""
 
@@ -300,6 +303,18 @@ class Device(BaseModel):
             raise Problems([((), f'profile "{name}" is invalid: {exc.path}: {problem}')
                             for problem in exc.problems]) from None
         return name
+
+    @model_validator(mode="after")
+    def _rate_windows(self) -> Device:
+        problems = [(("channels", name, "rate", "window_s"), f"a {c.rate.window_s:g} s window "
+                     f"at one reading every {self.poll_interval_s:g} s holds "
+                     f"{c.rate.window_s / self.poll_interval_s:.0f} readings, more than "
+                     f"{RATE_READINGS_MAX}: shorten the window or poll less often")
+                    for name, c in self.channels.items()
+                    if c.rate and c.rate.window_s / self.poll_interval_s > RATE_READINGS_MAX]
+        if problems:
+            raise Problems(problems)
+        return self
 
     @model_validator(mode="after")
     def _channels_exist(self, info: ValidationInfo) -> Device:

@@ -7,6 +7,9 @@ from __future__ import annotations
 import itertools
 import math
 
+import numpy as np
+import pytest
+
 from edge_agent.alarms import (
     AlarmEngine,
     ChannelSpec,
@@ -124,6 +127,21 @@ def test_alarm_rate_of_rise_two_levels() -> None:
     assert [("rack.t1:rise:1", "raised"), ("rack.t1:rise:2", "raised")] == seen
 
 
+def test_alarm_rate_window_keeps_every_reading_of_its_window() -> None:
+    """A 600 s window polled every 0.5 s holds 1201 readings: the ring keeps them all, so
+    the slope of a ramp that stopped 500 s ago still sees the ramp's end."""
+    spec = site(ChannelSpec("rack.t1", "rack", "°C", rate_window_s=600.0,
+                            poll_interval_s=0.5))
+    alarms = engine(spec)
+    assert alarms.rates.ring.shape[1] >= 1201
+    for k in range(4000):
+        t = k * 0.5  # 2 °C/min until 1500 s, then flat
+        alarms.judge({"rack.t1": 20.0 + 2.0 * min(t, 1500.0) / 60.0}, round(t * 1000))
+    times = np.arange(1399.5, 2000.0, 0.5)
+    expected = 60.0 * np.polyfit(times, 20.0 + 2.0 * np.minimum(times, 1500.0) / 60.0, 1)[0]
+    assert alarms.rates.slope[0] == pytest.approx(expected, rel=1e-9)
+
+
 def test_alarm_stel_exceedance_from_a_pulse() -> None:
     """CO at 60 ppm for 10 minutes: STEL = 60 × 10/15 = 40 ppm > 25.76 (GBZ 2.1 PC-STEL
     30 mg/m3 at 20 °C); the TWA of 8 hours stays under 17.17."""
@@ -137,6 +155,22 @@ def test_alarm_stel_exceedance_from_a_pulse() -> None:
     assert not [e for e in events if e[0] == "gas1.co:twa"]
     stel = alarms.exposure.stel[0]
     assert 0 < stel <= 40.0 + 1e-9
+
+
+def test_alarm_peak_rule_of_a_twa_only_gas() -> None:
+    """A gas with a PC-TWA of 10 ppm and no PC-STEL: 35 ppm (above 3 ×) for more than
+    15 minutes breaks the excursion rule: peak, held for the shift; a reading above
+    50 ppm (5 ×) raises peak_5x at once and ends with it."""
+    alarms = engine(site(ChannelSpec("gas1.nh3", "gas1", "ppm",
+                                     exposure=ExposureSpec(None, 10.0, max_gap_s=5.0))))
+    seen: dict[str, list[tuple[int, str]]] = {}
+    for second in range(0, 60 * 60, 5):
+        value = 35.0 if 60 <= second < 1020 else 60.0 if 2000 <= second < 2060 else 1.0
+        for event in alarms.judge({"gas1.nh3": value}, second * 1000).events:
+            seen.setdefault(event.key, []).append((second, event.transition))
+            assert 2 == event.details["level"]
+    assert [(965, "raised")] == seen["gas1.nh3:peak"]  # more than 900 s after 60 s
+    assert [(2000, "raised"), (2060, "returned_to_normal")] == seen["gas1.nh3:peak_5x"]
 
 
 def test_alarm_sensor_faults_and_unreliable_alarms() -> None:
