@@ -15,6 +15,10 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+# The transitions that end an episode; the others (acknowledged, unreliable, reliable)
+# leave it active.
+ENDS = ("returned_to_normal", "withdrawn")
+
 
 @dataclass
 class Message:
@@ -90,7 +94,7 @@ class PlatformSubscriber:
                 view.events.append(body)
                 if body["transition"] == "raised":
                     view.active[body["key"]] = body
-                else:
+                elif body["transition"] in ENDS:
                     view.active.pop(body["key"], None)
             elif message.kind == "status":
                 view.status = body

@@ -216,16 +216,31 @@ def _cells(sample: dict | None, alarms: list[dict], now_ms: float) -> list[Text 
     style = ("bold red" if level == 2 else "red" if level == 1
              else "yellow" if sample["q"] != "good" else "green")
     value = "-" if sample["v"] is None else f"{sample['v']:.1f}"
-    alarm = " ".join(f"L{a['level']} {a['direction']} {a['setpoint']}" for a in alarms)
+    alarm = " ".join(_rule(a) for a in alarms)
     return [Text(value, style=style), sample["u"], Text(sample["q"], style=style),
             Text(alarm or "normal", style=style), f"{(now_ms - sample['ts']) / 1000:.1f} s"]
 
 
+def _rule(event: dict) -> str:
+    """The rule an alarm event is about, in a few words: "L2 above 14.2", "L2 stel"."""
+    kind = event.get("kind", "")
+    if kind == "threshold":
+        return f"L{event['level']} {event['direction']} {event['setpoint']}"
+    if kind == "combined":
+        return f"L{event['level']} rule {event['rule']}"
+    return f"L{event['level']} {kind}" if "level" in event else kind
+
+
 def _event_line(site: str, event: dict) -> str:
     what = event.get("channel") or event.get("device") or event["key"]
-    detail = (f"{event.get('value')} {event.get('unit', '')} (L{event.get('level')} "
-              f"{event.get('direction')} {event.get('setpoint')})" if event["class"] == "alarm"
-              else event.get("error") or "")
+    if event["class"] == "alarm" and "value" in event:
+        detail = f"{event['value']} {event.get('unit', '')} ({_rule(event)})"
+    elif event["class"] == "alarm":
+        detail = f"({_rule(event)})"
+    elif event["class"] == "anomaly":
+        detail = f"score {event.get('score')}"
+    else:
+        detail = event.get("error") or event.get("kind") or ""
     return f"{site}: {event['class']} {event['transition']} {what} {detail}".rstrip()
 
 
