@@ -224,7 +224,7 @@ def _cells(sample: dict | None, alarms: list[dict], now_ms: float) -> list[Text 
 def _rule(event: dict) -> str:
     """The rule an alarm event is about, in a few words: "L2 above 14.2", "L2 stel"."""
     kind = event.get("kind", "")
-    if kind == "threshold":
+    if kind in ("threshold", "rate"):
         return f"L{event['level']} {event['direction']} {event['setpoint']}"
     if kind == "combined":
         return f"L{event['level']} rule {event['rule']}"
