@@ -306,7 +306,9 @@ class AlarmEngine:
                                                 self._rule_details(rule)))
 
     def _shift_starts(self, t: float) -> np.ndarray:
-        """Where a shift starts between the last cycle and this one (local time)."""
+        """Where a shift (or, without shifts, a day) starts between the last cycle and
+        this one, in local time.
+        """
         minute = int((t + time.localtime(t).tm_gmtoff) // 60)  # local minutes since 1970
         last, self._minute = self._minute, minute
         starts = np.zeros(len(self._exposed), np.bool_)
@@ -314,8 +316,10 @@ class AlarmEngine:
             return starts
         for r, i in enumerate(self._exposed):
             start = self.specs[i].exposure.shift_start_min
+            if start is None:
+                start = 0  # no shifts: the peak rule's day starts at local midnight
             # the first minute after ``last`` that is the shift start, reached by now?
-            if start is not None and (start - last - 1) % 1440 <= minute - last - 1:
+            if (start - last - 1) % 1440 <= minute - last - 1:
                 starts[r] = True
         return starts
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import itertools
 import math
+import time
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -157,6 +159,17 @@ def test_alarm_stel_exceedance_from_a_pulse() -> None:
     assert 0 < stel <= 40.0 + 1e-9
 
 
+@pytest.fixture
+def shenzhen_time(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Local time is China Standard Time (UTC+8, no DST) during the test."""
+    monkeypatch.setenv("TZ", "CST-8")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+@pytest.mark.usefixtures("shenzhen_time")
 def test_alarm_peak_rule_of_a_twa_only_gas() -> None:
     """A gas with a PC-TWA of 10 ppm and no PC-STEL: 35 ppm (above 3 ×) for more than
     15 minutes breaks the excursion rule: peak, held for the shift; a reading above
@@ -171,6 +184,13 @@ def test_alarm_peak_rule_of_a_twa_only_gas() -> None:
             assert 2 == event.details["level"]
     assert [(965, "raised")] == seen["gas1.nh3:peak"]  # more than 900 s after 60 s
     assert [(2000, "raised"), (2060, "returned_to_normal")] == seen["gas1.nh3:peak_5x"]
+    # without shifts, the working day of the excursion rule ends at local midnight
+    midnight = 16 * 3600  # 00:00 in Shenzhen (UTC+8) is 16:00 UTC
+    for second in range(midnight - 60, midnight + 60, 5):
+        ended = alarms.judge({"gas1.nh3": 1.0}, second * 1000).ended
+        if ended:
+            break
+    assert (["gas1.nh3:peak"], midnight) == (ended, second)
 
 
 def test_alarm_sensor_faults_and_unreliable_alarms() -> None:
