@@ -8,10 +8,12 @@ levels) and on the slopes (one rise limit); STEL and 8-h TWA are integrated; the
 anomaly detector scores. Each kernel runs a recorded series through its compiled
 ``*_run`` loop (exactly its ``*_step`` per cycle), on one core, for 1 and for 256
 channels of ~1 M samples: a random walk read every second with 1 % missing readings
-and spikes. The figure is samples (channel readings) per second through all of them.
+and spikes, with its outputs allocated once beforehand. The figure is samples (channel
+readings) per second through all of them; the same chain through the banks' ``run``,
+which allocates its outputs on each call, is reported beside it.
 
 Baseline, in the same run: ``numpy.sum`` over a float64 array of the same size, the
-rate at which this machine can merely read the samples from memory. The twins run a
+rate at which this machine can merely read the samples (8 MB: from the L3 cache). The twins run a
 smaller series (their per-sample cost does not depend on its length, except the
 exposure twin's, which re-reads its history: its ratio is reported for 600 readings).
 Warm start: a fresh process imports the core and steps every kernel once, with an
