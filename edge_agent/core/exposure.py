@@ -84,6 +84,7 @@ from collections.abc import Mapping
 import numpy as np
 from numba import njit
 
+from edge_agent.core._bank import check_row, check_series, load_state, per_channel
 from edge_agent.core._jit import JIT
 
 MINUTE_S = 60.0
@@ -468,7 +469,7 @@ class ExposureBank:
         if not isinstance(channels, int | np.integer) or channels < 1:
             raise ValueError(f"channels: must be a whole number >= 1, got {channels!r}")
         n = self.channels = int(channels)
-        self.max_gap_s = _per_channel("max_gap_s", max_gap_s, np.float64, n)
+        self.max_gap_s = per_channel("max_gap_s", max_gap_s, np.float64, n)
         if not ((self.max_gap_s > 0) & (self.max_gap_s <= MAX_GAP_LIMIT_S)).all():
             raise ValueError(f"max_gap_s: must be > 0 and <= {MAX_GAP_LIMIT_S:g} s (a poll "
                              f"interval), got {self.max_gap_s.tolist()}")
@@ -502,9 +503,9 @@ class ExposureBank:
         """One poll cycle: ``x`` float64[C] (NaN: no good reading), ``t`` seconds,
         ``reset`` bool[C] where a shift starts. Returns how many channels are flagged.
         """
-        _check_row("x", x, np.float64, self.channels)
+        check_row("x", x, np.float64, self.channels)
         reset = self._no_reset if reset is None else reset
-        _check_row("reset", reset, np.bool_, self.channels)
+        check_row("reset", reset, np.bool_, self.channels)
         if not math.isfinite(t):
             raise ValueError(f"t: must be a finite time in seconds, got {t!r}")
         return exposure_step(x, float(t), reset, *self._params(),
@@ -515,7 +516,7 @@ class ExposureBank:
         """A recorded series ``x[T, C]``, ``t[T]`` (``reset[T, C]``), continuing from the
         current state; returns each output as ``[T, C]``.
         """
-        x, t = _check_series(x, t, self.channels)
+        x, t = check_series(x, t, self.channels)
         if reset is None:
             reset = np.zeros(x.shape, np.bool_)
         elif not isinstance(reset, np.ndarray) or reset.dtype != np.bool_ or (
@@ -530,58 +531,12 @@ class ExposureBank:
         return {name: getattr(self, name).copy() for name in self.STATE}
 
     def load(self, state: Mapping[str, np.ndarray]) -> None:
-        _load(self, state)
-
-
-def _per_channel(name: str, value: object, dtype: type, n: int) -> np.ndarray:
-    array = np.array(value, dtype=dtype)
-    if array.ndim == 0:
-        array = np.full(n, array, dtype=dtype)
-    if array.shape != (n,):
-        raise ValueError(f"{name}: expected a scalar or {n} entries (one per channel), "
-                         f"got shape {array.shape}")
-    return array
+        load_state(self, state)
 
 
 def _limit(name: str, value: object, n: int) -> np.ndarray:
-    array = _per_channel(name, value, np.float64, n)
+    array = per_channel(name, value, np.float64, n)
     if ((array <= 0) | np.isinf(array)).any():
         raise ValueError(f"{name}: must be > 0 and finite, or NaN for no rule; got "
                          f"{array.tolist()}")
     return array
-
-
-def _check_row(name: str, value: object, dtype: type, n: int) -> None:
-    if not isinstance(value, np.ndarray) or value.dtype != dtype or value.shape != (n,):
-        got = (f"{value.dtype}{list(value.shape)}" if isinstance(value, np.ndarray)
-               else type(value).__name__)
-        raise ValueError(f"{name}: expected a {np.dtype(dtype)} array of shape ({n},), "
-                         f"got {got}")
-
-
-def _check_series(x: object, t: object, n: int) -> tuple[np.ndarray, np.ndarray]:
-    if not isinstance(x, np.ndarray) or x.dtype != np.float64 or x.ndim != 2 or (
-            x.shape[1] != n):
-        raise ValueError(f"x: expected a float64 array of shape (T, {n})")
-    if not isinstance(t, np.ndarray) or t.dtype != np.float64 or t.shape != x.shape[:1]:
-        raise ValueError(f"t: expected a float64 array of shape ({x.shape[0]},), one time "
-                         "per row of x")
-    if not np.isfinite(t).all():
-        raise ValueError("t: every time must be finite (seconds)")
-    return np.ascontiguousarray(x), np.ascontiguousarray(t)
-
-
-def _load(bank: object, state: Mapping[str, np.ndarray]) -> None:
-    """Copy a saved state into the bank's arrays, after checking all of it."""
-    names = type(bank).STATE
-    missing = [name for name in names if name not in state]
-    extra = [name for name in state if name not in names]
-    if missing or extra:
-        raise ValueError(f"state: missing {missing}, unknown {extra}")
-    for name in names:
-        own, saved = getattr(bank, name), np.asarray(state[name])
-        if saved.shape != own.shape or not np.can_cast(saved.dtype, own.dtype, "same_kind"):
-            raise ValueError(f"state[{name!r}]: expected {own.dtype}{list(own.shape)}, got "
-                             f"{saved.dtype}{list(saved.shape)} (saved for another layout?)")
-    for name in names:
-        getattr(bank, name)[...] = state[name]

@@ -58,6 +58,7 @@ from collections.abc import Mapping
 import numpy as np
 from numba import njit
 
+from edge_agent.core._bank import check_row, check_series, load_state, per_channel
 from edge_agent.core._jit import JIT
 
 
@@ -271,23 +272,23 @@ class RateOfRiseBank:
             raise ValueError(f"capacity: must be a whole number >= 3 (readings kept per "
                              f"channel), got {capacity!r}")
         n = self.channels = int(channels)
-        self.window_s = _per_channel("window_s", window_s, np.float64, n)
+        self.window_s = per_channel("window_s", window_s, np.float64, n)
         if not ((self.window_s > 0) & np.isfinite(self.window_s)).all():
             raise ValueError(f"window_s: must be finite and > 0 s, got {self.window_s.tolist()}")
-        self.rise_per_min = _per_channel("rise_per_min", rise_per_min, np.float64, n)
+        self.rise_per_min = per_channel("rise_per_min", rise_per_min, np.float64, n)
         if np.isinf(self.rise_per_min).any():
             raise ValueError("rise_per_min: must be finite, or NaN for no alarm")
-        self.min_samples = _per_channel("min_samples", min_samples, np.int64, n)
+        self.min_samples = per_channel("min_samples", min_samples, np.int64, n)
         if (self.min_samples < 3).any():
             raise ValueError(f"min_samples: must be >= 3 (two points fit any noise exactly), "
                              f"got {self.min_samples.tolist()}")
         if (self.min_samples > capacity).any():
             raise ValueError(f"min_samples: must be <= capacity ({capacity}), the readings "
                              "kept per channel")
-        self.min_span_s = _per_channel(
+        self.min_span_s = per_channel(
             "min_span_s", self.window_s / 2 if min_span_s is None else min_span_s, np.float64, n)
-        self.on_delay_s = _per_channel("on_delay_s", on_delay_s, np.float64, n)
-        self.deadband = _per_channel("deadband", deadband, np.float64, n)
+        self.on_delay_s = per_channel("on_delay_s", on_delay_s, np.float64, n)
+        self.deadband = per_channel("deadband", deadband, np.float64, n)
         for name in ("min_span_s", "on_delay_s", "deadband"):
             value = getattr(self, name)
             if not ((value >= 0) & np.isfinite(value)).all():
@@ -310,7 +311,7 @@ class RateOfRiseBank:
         """One poll cycle: ``x`` float64[C] (NaN: no good reading), ``t`` seconds.
         Returns how many channels are in alarm.
         """
-        _check_row("x", x, np.float64, self.channels)
+        check_row("x", x, np.float64, self.channels)
         if not math.isfinite(t):
             raise ValueError(f"t: must be a finite time in seconds, got {t!r}")
         return rate_step(x, float(t), *self._params(), self.slope, self.alarm)
@@ -319,7 +320,7 @@ class RateOfRiseBank:
         """A recorded series ``x[T, C]``, ``t[T]``, continuing from the current state;
         returns ``slope`` and ``alarm`` as ``[T, C]``.
         """
-        x, t = _check_series(x, t, self.channels)
+        x, t = check_series(x, t, self.channels)
         out = {"slope": np.zeros(x.shape), "alarm": np.zeros(x.shape, np.bool_)}
         rate_run(x, t, *self._params(), out["slope"], out["alarm"])
         return out
@@ -328,50 +329,4 @@ class RateOfRiseBank:
         return {name: getattr(self, name).copy() for name in self.STATE}
 
     def load(self, state: Mapping[str, np.ndarray]) -> None:
-        _load(self, state)
-
-
-def _per_channel(name: str, value: object, dtype: type, n: int) -> np.ndarray:
-    array = np.array(value, dtype=dtype)
-    if array.ndim == 0:
-        array = np.full(n, array, dtype=dtype)
-    if array.shape != (n,):
-        raise ValueError(f"{name}: expected a scalar or {n} entries (one per channel), "
-                         f"got shape {array.shape}")
-    return array
-
-
-def _check_row(name: str, value: object, dtype: type, n: int) -> None:
-    if not isinstance(value, np.ndarray) or value.dtype != dtype or value.shape != (n,):
-        got = (f"{value.dtype}{list(value.shape)}" if isinstance(value, np.ndarray)
-               else type(value).__name__)
-        raise ValueError(f"{name}: expected a {np.dtype(dtype)} array of shape ({n},), "
-                         f"got {got}")
-
-
-def _check_series(x: object, t: object, n: int) -> tuple[np.ndarray, np.ndarray]:
-    if not isinstance(x, np.ndarray) or x.dtype != np.float64 or x.ndim != 2 or (
-            x.shape[1] != n):
-        raise ValueError(f"x: expected a float64 array of shape (T, {n})")
-    if not isinstance(t, np.ndarray) or t.dtype != np.float64 or t.shape != x.shape[:1]:
-        raise ValueError(f"t: expected a float64 array of shape ({x.shape[0]},), one time "
-                         "per row of x")
-    if not np.isfinite(t).all():
-        raise ValueError("t: every time must be finite (seconds)")
-    return np.ascontiguousarray(x), np.ascontiguousarray(t)
-
-
-def _load(bank: object, state: Mapping[str, np.ndarray]) -> None:
-    """Copy a saved state into the bank's arrays, after checking all of it."""
-    names = type(bank).STATE
-    missing = [name for name in names if name not in state]
-    extra = [name for name in state if name not in names]
-    if missing or extra:
-        raise ValueError(f"state: missing {missing}, unknown {extra}")
-    for name in names:
-        own, saved = getattr(bank, name), np.asarray(state[name])
-        if saved.shape != own.shape or not np.can_cast(saved.dtype, own.dtype, "same_kind"):
-            raise ValueError(f"state[{name!r}]: expected {own.dtype}{list(own.shape)}, got "
-                             f"{saved.dtype}{list(saved.shape)} (saved for another layout?)")
-    for name in names:
-        getattr(bank, name)[...] = state[name]
+        load_state(self, state)

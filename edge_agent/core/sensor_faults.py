@@ -75,6 +75,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from numba import njit
 
+from edge_agent.core._bank import check_row, check_series, load_state, per_channel
 from edge_agent.core._jit import JIT
 
 
@@ -363,11 +364,11 @@ class SensorFaultBank:
         if not isinstance(channels, int | np.integer) or channels < 1:
             raise ValueError(f"channels: must be a whole number >= 1, got {channels!r}")
         n = self.channels = int(channels)
-        self.epsilon = _per_channel("epsilon", epsilon, np.float64, n)
+        self.epsilon = per_channel("epsilon", epsilon, np.float64, n)
         if not ((self.epsilon >= 0) & np.isfinite(self.epsilon)).all():
             raise ValueError(f"epsilon: must be finite and >= 0, got {self.epsilon.tolist()}")
         for name, value in (("stuck_s", stuck_s), ("max_rate", max_rate), ("gap_s", gap_s)):
-            array = _per_channel(name, value, np.float64, n)
+            array = per_channel(name, value, np.float64, n)
             if ((array <= 0) | np.isinf(array)).any():
                 raise ValueError(f"{name}: must be > 0 and finite, or NaN for off; got "
                                  f"{array.tolist()}")
@@ -411,7 +412,7 @@ class SensorFaultBank:
         """One poll cycle: ``x`` float64[C] (NaN: no reading), ``t`` seconds. Returns how
         many channels show a fault.
         """
-        _check_row("x", x, np.float64, self.channels)
+        check_row("x", x, np.float64, self.channels)
         if not math.isfinite(t):
             raise ValueError(f"t: must be a finite time in seconds, got {t!r}")
         return sensor_faults_step(x, float(t), *self._params(),
@@ -421,7 +422,7 @@ class SensorFaultBank:
         """A recorded series ``x[T, C]``, ``t[T]``, continuing from the current state;
         returns each output as ``[T, C]``.
         """
-        x, t = _check_series(x, t, self.channels)
+        x, t = check_series(x, t, self.channels)
         out = {name: np.zeros(x.shape, dtype) for name, dtype in
                zip(self.OUTPUTS, self._OUTPUT_DTYPES, strict=True)}
         sensor_faults_run(x, t, *self._params(), *out.values())
@@ -431,52 +432,4 @@ class SensorFaultBank:
         return {name: getattr(self, name).copy() for name in self.STATE}
 
     def load(self, state: Mapping[str, np.ndarray]) -> None:
-        _load(self, state)
-
-
-def _per_channel(name: str, value: object, dtype: type, n: int) -> np.ndarray:
-    array = np.array(value, dtype=dtype)
-    if array.ndim == 0:
-        array = np.full(n, array, dtype=dtype)
-    if array.shape != (n,):
-        raise ValueError(f"{name}: expected a scalar or {n} entries (one per channel), "
-                         f"got shape {array.shape}")
-    return array
-
-
-def _check_row(name: str, value: object, dtype: type, n: int) -> None:
-    if not isinstance(value, np.ndarray) or value.dtype != dtype or value.shape != (n,):
-        got = (f"{value.dtype}{list(value.shape)}" if isinstance(value, np.ndarray)
-               else type(value).__name__)
-        raise ValueError(f"{name}: expected a {np.dtype(dtype)} array of shape ({n},), "
-                         f"got {got}")
-
-
-def _check_series(x: object, t: object, n: int) -> tuple[np.ndarray, np.ndarray]:
-    if not isinstance(x, np.ndarray) or x.dtype != np.float64 or x.ndim != 2 or (
-            x.shape[1] != n):
-        raise ValueError(f"x: expected a float64 array of shape (T, {n})")
-    if not isinstance(t, np.ndarray) or t.dtype != np.float64 or t.shape != x.shape[:1]:
-        raise ValueError(f"t: expected a float64 array of shape ({x.shape[0]},), one time "
-                         "per row of x")
-    if not np.isfinite(t).all():
-        raise ValueError("t: every time must be finite (seconds)")
-    return np.ascontiguousarray(x), np.ascontiguousarray(t)
-
-
-def _load(bank: object, state: Mapping[str, np.ndarray]) -> None:
-    """Copy a saved state into the bank's arrays, after checking all of it."""
-    names = type(bank).STATE
-    missing = [name for name in names if name not in state]
-    extra = [name for name in state if name not in names]
-    if missing or extra:
-        raise ValueError(f"state: missing {missing}, unknown {extra}")
-    for name in names:
-        own, saved = getattr(bank, name), np.asarray(state[name])
-        if saved.size == 0 == own.size:
-            saved = saved.reshape(own.shape).astype(own.dtype)  # no pairs: [] from SQL
-        if saved.shape != own.shape or not np.can_cast(saved.dtype, own.dtype, "same_kind"):
-            raise ValueError(f"state[{name!r}]: expected {own.dtype}{list(own.shape)}, got "
-                             f"{saved.dtype}{list(saved.shape)} (saved for another layout?)")
-    for name in names:
-        getattr(bank, name)[...] = state[name]
+        load_state(self, state)
