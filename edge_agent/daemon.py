@@ -18,6 +18,7 @@ import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -37,6 +38,11 @@ log = structlog.get_logger(__name__)
 _STOP = object()  # put in the record queue at shutdown, after the last poll result
 STATE_SAVE_S = 60.0
 _JUDGED = (Quality.GOOD, Quality.OUT_OF_RANGE)
+# Telemetry was dropped undelivered to keep the quota; ends once the file is back
+# under FULL_CLEARS of it.
+BUFFER_FULL = "agent:buffer:full"
+FULL_CLEARS = 0.9
+BUFFER_CORRUPT = "agent:buffer:corrupt"  # the file was moved aside at start
 # Faults of one sensor, raised while its samples have one of these qualities
 # (their keys come from site_rules.QUALITY_FAULTS).
 CHANNEL_FAULTS = {"sensor_fault": (Quality.DEVICE_FAULT, Quality.BAD),
@@ -49,18 +55,21 @@ class Agent:
     def __init__(self, loaded: LoadedConfig) -> None:
         self.loaded = loaded
         site = loaded.site
-        self.buffer = Buffer(site.buffer.path, site.buffer.max_bytes)
         self._lock = runlock.hold(site.buffer.path)  # released when the process ends
-        self._task_keys = {_task_key("record")} | {_task_key(f"bus:{b.name}")
-                                                     for b in site.buses}
+        retention = site.buffer.retention_days
+        self.buffer = Buffer(site.buffer.path, site.buffer.max_bytes,
+                             retention_s=retention * 86400 if retention else None)
+        # Faults of the agent itself that a restart ends.
+        self._task_keys = {_task_key("record"), BUFFER_CORRUPT} | {
+            _task_key(f"bus:{b.name}") for b in site.buses}
         spec = site_spec(loaded, [f"{d.name}:{f}" for d in site.devices for f in FAULTS]
-                         + sorted(self._task_keys))
+                         + sorted(self._task_keys) + [BUFFER_FULL])
         self.engine = AlarmEngine(spec, restored=self.buffer.active_alarms())
         self.engine.restore(self.buffer.core_state())
         self._state_due = 0.0  # monotonic time of the next core-state save
         self.started = time.time()
         # Written by the event loop only; the uplink thread reads them for `health`.
-        self.counters = {"samples": 0, "events": 0, "cycles": 0, "evicted": 0,
+        self.counters = {"samples": 0, "events": 0, "cycles": 0, "evicted": 0, "expired": 0,
                          "alarms_active": 0, "faults_active": 0}
         self.buses: list[BusPoller] = []
         self.final_depth: dict[str, int] | None = None  # rows left in the buffer at stop
@@ -69,7 +78,7 @@ class Agent:
         # never touches them while a commit runs.
         self._pending = Outcome()
         self._pending_samples: list[Sample] = []
-        self._stored = (0, 0, 0)
+        self._stored = _Stored()
         self._pending_state: CoreState | None = None
         self._writer: ThreadPoolExecutor | None = None
         self.uplink = Uplink(site.mqtt, buffer_path=str(site.buffer.path), health=self.health,
@@ -84,6 +93,7 @@ class Agent:
             "samples_polled": self.counters["samples"],
             "events": self.counters["events"],
             "samples_evicted": self.counters["evicted"],
+            "samples_expired": self.counters["expired"],
             "alarms_active": self.counters["alarms_active"],
             "faults_active": self.counters["faults_active"],
             "rss_bytes": memory.resident_bytes(),
@@ -136,6 +146,10 @@ class Agent:
         outcome = self.engine.withdraw_orphans(now)
         for key in [k for k in self.engine.active if k in self._task_keys]:
             outcome.extend(self.engine.fault(key, False, now, {"reason": "agent restarted"}))
+        if self.buffer.moved_aside:
+            outcome.extend(self.engine.fault(BUFFER_CORRUPT, True, now, {
+                "moved_to": str(self.buffer.moved_aside),
+                "reason": "the buffer file was corrupt; a new one was started"}))
         return outcome
 
     async def _supervise(self, name: str, body: Callable[[], Awaitable[None]]) -> None:
@@ -245,20 +259,43 @@ class Agent:
         self.buffer.commit_cycle(samples, pending.events, pending.raised, pending.ended,
                                  core_state=state)
         self._pending, self._pending_samples, self._pending_state = Outcome(), [], None
-        self._stored = (len(samples), len(pending.events), self.buffer.enforce_quota())
+        trimmed = self.buffer.trim(_now_ms())
+        self._stored = _Stored(len(samples), len(pending.events), trimmed.evicted,
+                               trimmed.expired, self.buffer.used_bytes())
 
     def _counted(self) -> None:
-        samples, events, evicted = self._stored
-        self._stored = (0, 0, 0)
-        self.counters["samples"] += samples
-        self.counters["events"] += events
-        self.counters["evicted"] += evicted
+        stored, self._stored = self._stored, _Stored()
+        self.counters["samples"] += stored.samples
+        self.counters["events"] += stored.events
+        self.counters["evicted"] += stored.evicted
+        self.counters["expired"] += stored.expired
         self.counters["cycles"] += 1
         for cls in ("alarm", "fault"):
             self.counters[f"{cls}s_active"] = sum(1 for a in self.engine.active.values()
                                                    if a.cls == cls)
-        if samples or events:
+        if stored.expired:
+            log.warning("buffer_expired", samples=stored.expired,
+                        retention_days=self.loaded.site.buffer.retention_days)
+        quota = self.buffer.max_bytes
+        if stored.evicted or (BUFFER_FULL in self.engine.active
+                              and stored.used_bytes < FULL_CLEARS * quota):
+            self._queue.put_nowait(self.engine.fault(BUFFER_FULL, bool(stored.evicted),
+                                                     _now_ms(), {
+                "evicted": stored.evicted, "evicted_total": self.counters["evicted"],
+                "quota_bytes": quota, "used_bytes": stored.used_bytes}))
+        if stored.samples or stored.events:
             self.uplink.notify()
+
+
+@dataclass(frozen=True, slots=True)
+class _Stored:
+    """What the last commit stored and dropped."""
+
+    samples: int = 0
+    events: int = 0
+    evicted: int = 0
+    expired: int = 0
+    used_bytes: int = 0
 
 
 def _log_plan(poller: BusPoller, device, profile) -> None:

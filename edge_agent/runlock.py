@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 from typing import IO
 
+from edge_agent.buffer import BufferUnavailable
 from edge_agent.errors import StartupError
 
 
@@ -23,9 +24,11 @@ def hold(buffer_path: Path) -> IO[str]:
     """Take the lock for this process; StartupError naming the holder if taken."""
     path = lock_path(buffer_path)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         handle = path.open("a+")
     except OSError as exc:
-        raise StartupError(f"cannot create the lock file {path}: {exc.strerror}") from None
+        raise BufferUnavailable(f"cannot open the buffer {buffer_path}: cannot create its "
+                                f"lock file {path}: {exc.strerror}") from None
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

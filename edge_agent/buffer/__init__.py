@@ -14,20 +14,22 @@ import json
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import sqlite_utils
+import structlog
 
 from edge_agent.errors import StartupError
 from edge_agent.records import ActiveAlarm, CoreState, Event, Quality, Sample
 
-__all__ = ["Buffer", "BufferUnavailable", "EventRow", "SampleRow"]
+__all__ = ["SCHEMA_VERSION", "Buffer", "BufferUnavailable", "EventRow", "SampleRow", "Trimmed",
+           "export", "stats"]
 
-SCHEMA_VERSION = 1
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +46,14 @@ class SampleRow:
 class EventRow:
     seq: int
     body: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Trimmed:
+    """Telemetry dropped undelivered by one ``trim``: over the quota, or past retention."""
+
+    evicted: int = 0
+    expired: int = 0
 
 
 def _pack(arrays: dict[str, np.ndarray]) -> bytes:
@@ -64,25 +74,55 @@ class BufferUnavailable(StartupError):
 class Buffer:
     """One connection to the buffer file; use one instance per thread."""
 
-    def __init__(self, path: Path, max_bytes: int = 256 * 2**20) -> None:
+    def __init__(self, path: Path, max_bytes: int = 256 * 2**20,
+                 retention_s: float | None = None) -> None:
         self.path = Path(path)
         self.max_bytes = max_bytes
+        self.retention_s = retention_s
+        self.moved_aside: Path | None = None  # where a corrupt file went, if one was found
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.path, timeout=10, check_same_thread=False)
-            self.db = sqlite_utils.Database(conn)
+            try:
+                self._open()
+            except sqlite3.DatabaseError as exc:
+                if isinstance(exc, sqlite3.OperationalError):
+                    raise  # locked, read-only, no space: the file is not the problem
+                self._move_aside(exc)
+                self._open()
+        except (OSError, sqlite3.Error) as exc:
+            raise BufferUnavailable(f"cannot open the buffer {self.path}: {exc}") from exc
+        self._channel_ids: dict[tuple[str, str], int] = {}
+
+    def _open(self) -> None:
+        conn = sqlite3.connect(self.path, timeout=10, check_same_thread=False)
+        self.db = sqlite_utils.Database(conn)
+        try:
             # WAL lets the uplink read while the poller writes; FULL makes every
             # committed cycle survive a power cut, at one fsync per cycle.
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=FULL")
-            self._create()
-        except (OSError, sqlite3.Error) as exc:
-            raise BufferUnavailable(f"cannot open the buffer {self.path}: {exc}") from exc
-        self._channel_ids: dict[tuple[str, str], int] = {}
-        self.evicted = 0
+            created = self._create()
+            migrate(self.db, self._writing, quiet=created)
+        except BaseException:
+            conn.close()
+            raise
 
-    def _create(self) -> None:
+    def _move_aside(self, exc: sqlite3.DatabaseError) -> None:
+        """Keep a corrupt file for inspection and start a new one (PEER_LESSONS 9)."""
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        self.moved_aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+        for suffix in ("", "-wal", "-shm"):
+            part = Path(f"{self.path}{suffix}")
+            if part.exists():
+                part.rename(f"{self.moved_aside}{suffix}")
+        log.error("buffer_corrupt_moved_aside", path=str(self.path),
+                  moved_to=str(self.moved_aside), error=str(exc))
+
+    def _create(self) -> bool:
+        """Make the tables of schema version 1 in a new file; False if the file had them."""
         db = self.db
+        if "meta" in db.table_names():
+            return False  # an existing file: migrate() brings it up to date
         with self._writing():
             db["meta"].create({"key": str, "value": str}, pk="key", if_not_exists=True)
             db["channels"].create({"id": int, "name": str, "unit": str}, pk="id",
@@ -103,8 +143,9 @@ class Buffer:
             # A new buffer file starts a new epoch: sequence numbers restart at 1, and
             # the platform de-duplicates by (gateway, epoch, seq), so numbers reused by
             # a recreated buffer are never mistaken for duplicates.
-            db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?), "
-                       "('next_seq', 1), ('epoch', ?)", [SCHEMA_VERSION, uuid.uuid4().hex])
+            db.execute("INSERT INTO meta VALUES ('schema_version', 1), ('next_seq', 1), "
+                       "('epoch', ?)", [uuid.uuid4().hex])
+        return True
 
     # --- writing (the daemon's poll path) ----------------------------------------
 
@@ -186,22 +227,35 @@ class Buffer:
                 "SELECT id FROM channels WHERE name = ? AND unit = ?", key).fetchone()[0]
         return self._channel_ids[key]
 
-    def enforce_quota(self) -> int:
-        """Evict the oldest telemetry while the file is over its quota; return rows evicted.
+    def trim(self, now_ms: int) -> Trimmed:
+        """Drop undelivered telemetry past retention, then the oldest while over quota.
 
-        Events (alarms and faults) are never evicted to make room for telemetry.
+        Events (alarms and faults) are never dropped to make room for telemetry.
+        The counts are kept in the file, so `buffer stats` shows every loss.
         """
+        expired = 0
+        if self.retention_s is not None:
+            cutoff = now_ms - int(self.retention_s * 1000)
+            while gone := self._drop("SELECT seq FROM samples WHERE ts_ms < ? LIMIT 1000",
+                                     [cutoff]):
+                expired += gone
         evicted = 0
         while self.used_bytes() > self.max_bytes:
-            with self._writing():
-                gone = self.db.execute(
-                    "DELETE FROM samples WHERE seq IN "
-                    "(SELECT seq FROM samples ORDER BY seq LIMIT 1000)").rowcount
-            if gone == 0:
+            if not (gone := self._drop("SELECT seq FROM samples ORDER BY seq LIMIT 1000", [])):
                 break
             evicted += gone
-        self.evicted += evicted
-        return evicted
+        if evicted or expired:
+            with self._writing():
+                self.db.execute("INSERT INTO meta VALUES ('evicted', ?), ('expired', ?) "
+                                "ON CONFLICT(key) DO UPDATE SET value = value + excluded.value",
+                                [evicted, expired])
+        return Trimmed(evicted, expired)
+
+    def _drop(self, select: str, params: list[Any]) -> int:
+        """Delete the samples ``select`` names in one short transaction; return the count."""
+        with self._writing():
+            return int(self.db.execute(f"DELETE FROM samples WHERE seq IN ({select})",
+                                       params).rowcount)
 
     def used_bytes(self) -> int:
         pages = self.db.execute("PRAGMA page_count").fetchone()[0]
@@ -249,5 +303,77 @@ class Buffer:
         return {t: self.db.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
                 for t in ("events", "samples")}
 
+    def purge(self, table: str, before_ms: int | None = None) -> int:
+        """A technician's deletion of undelivered rows (all, or older than ``before_ms``)."""
+        if table not in ("events", "samples"):
+            raise ValueError(f"no table {table!r} to purge")
+        where, params = ("WHERE ts_ms < ?", [before_ms]) if before_ms is not None else ("", [])
+        with self._writing():
+            return int(self.db.execute(f"DELETE FROM {table} {where}", params).rowcount)
+
     def close(self) -> None:
         self.db.close()
+
+
+# --- schema versions -------------------------------------------------------------
+# Version 1 is what _create makes. Each migration takes a file from version n - 1 to
+# n in one transaction, so an agent upgrade keeps what the old version buffered.
+
+def _v2_sample_time_index(db: sqlite_utils.Database) -> None:
+    db["samples"].create_index(["ts_ms"], if_not_exists=True)  # retention deletes by time
+
+
+MIGRATIONS = (_v2_sample_time_index,)
+SCHEMA_VERSION = 1 + len(MIGRATIONS)
+
+
+def migrate(db: sqlite_utils.Database,
+            writing: Callable[[], contextlib.AbstractContextManager[None]],
+            quiet: bool = False) -> None:
+    version = int(db.execute("SELECT value FROM meta WHERE key = 'schema_version'")
+                  .fetchone()[0])
+    if version > SCHEMA_VERSION:
+        raise BufferUnavailable(
+            f"schema version {version} was written by a newer edge-agent (this one knows "
+            f"up to {SCHEMA_VERSION}); upgrade the agent, or move the file aside")
+    for target in range(version + 1, SCHEMA_VERSION + 1):
+        with writing():
+            MIGRATIONS[target - 2](db)
+            db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", [target])
+        if not quiet:
+            log.info("buffer_migrated", schema_version=target)
+
+
+# --- reading from outside the agent ----------------------------------------------
+
+def stats(path: Path) -> dict[str, Any]:
+    """What a buffer file holds, read without writing (the agent may be running)."""
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True,
+                                            timeout=10)) as conn:
+        meta = dict(conn.execute("SELECT key, value FROM meta"))
+        result: dict[str, Any] = {
+            "path": str(path), "schema_version": int(meta["schema_version"]),
+            "epoch": meta["epoch"], "last_seq": int(meta["next_seq"]) - 1,
+            "evicted": int(meta.get("evicted", 0)), "expired": int(meta.get("expired", 0)),
+            "bytes": sum(Path(f"{path}{s}").stat().st_size for s in ("", "-wal")
+                         if Path(f"{path}{s}").exists())}
+        for table in ("events", "samples"):
+            count, oldest, newest = conn.execute(
+                f"SELECT count(*), min(ts_ms), max(ts_ms) FROM {table}").fetchone()
+            result[table] = {"rows": count, "oldest_ms": oldest, "newest_ms": newest}
+        result["active_alarms"] = conn.execute("SELECT count(*) FROM active_alarms"
+                                               ).fetchone()[0]
+    return result
+
+
+def export(path: Path) -> Iterator[dict[str, Any]]:
+    """Every undelivered row, events first, as the dicts the uplink would publish."""
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True,
+                                            timeout=10)) as conn:
+        for seq, body in conn.execute("SELECT seq, body FROM events ORDER BY seq"):
+            yield {"type": "event", "seq": seq, **json.loads(body)}
+        for seq, ts, name, unit, value, q in conn.execute(
+                "SELECT s.seq, s.ts_ms, c.name, c.unit, s.value, s.quality FROM samples s "
+                "JOIN channels c ON c.id = s.channel ORDER BY s.seq"):
+            yield {"type": "sample", "seq": seq, "ts": ts, "ch": name, "v": value, "u": unit,
+                   "q": Quality(q).label}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -11,7 +11,6 @@ from rich.markup import escape
 
 from edge_agent import __version__
 from edge_agent.buffer import BufferUnavailable
-from edge_agent.cli.devices import devices_app
 from edge_agent.config import FileError, LoadedConfig, load_config
 from edge_agent.errors import StartupError
 
@@ -20,13 +19,18 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_
                        "locally, buffers in SQLite and forwards over MQTT.")
 config_app = typer.Typer(no_args_is_help=True, help="Check site configs.")
 app.add_typer(config_app, name="config")
-app.add_typer(devices_app, name="devices")
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
 
-def _load_or_exit(path: Path) -> LoadedConfig:
+def fail(what: str, next_step: str) -> NoReturn:
+    """End a command on a foreseeable error: what is wrong, then what to do."""
+    err.print(f"[bold red]error:[/] {escape(what)}\n{escape(next_step)}", highlight=False)
+    raise typer.Exit(1)
+
+
+def load_or_exit(path: Path) -> LoadedConfig:
     try:
         return load_config(path)
     except FileError as exc:
@@ -45,7 +49,7 @@ def run(config: Annotated[Path, typer.Option("--config", "-c", help="site config
     from edge_agent import daemon, log
 
     log.configure(log_level)
-    loaded = _load_or_exit(config)
+    loaded = load_or_exit(config)
     try:
         daemon.run(loaded)
     except BufferUnavailable as exc:
@@ -60,7 +64,7 @@ def run(config: Annotated[Path, typer.Option("--config", "-c", help="site config
 @config_app.command("validate")
 def config_validate(path: Annotated[Path, typer.Argument(help="site config (TOML)")]) -> None:
     """Check a site config with the daemon's own loader; list every problem."""
-    loaded = _load_or_exit(path)
+    loaded = load_or_exit(path)
     site = loaded.site
     rules = loaded.channels()
     limits = sum(len(r.limits) for r in rules)
@@ -95,7 +99,7 @@ def detect(
     if channel and not config:
         err.print("[bold red]--channel needs --config[/] (the site whose rules to apply)")
         raise typer.Exit(1)
-    loaded = _load_or_exit(config) if config else None
+    loaded = load_or_exit(config) if config else None
     try:
         n = write_rows(replay(read_series(input_csv), loaded, channel), output)
     except InputError as exc:
@@ -111,6 +115,14 @@ def detect(
 def version() -> None:
     """Print the agent's version."""
     out.print(__version__)
+
+
+# The sub-apps import this module for its consoles and helpers: add them last.
+from edge_agent.cli.buffer import buffer_app  # noqa: E402
+from edge_agent.cli.devices import devices_app  # noqa: E402
+
+app.add_typer(devices_app, name="devices")
+app.add_typer(buffer_app, name="buffer")
 
 
 def main() -> None:

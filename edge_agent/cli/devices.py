@@ -146,7 +146,7 @@ def _hint(word: str, choices: Iterable[str]) -> str:
 
 def _load(config: Path) -> LoadedConfig:
     """The validated config, once no agent holds its buses."""
-    loaded = cli._load_or_exit(config)
+    loaded = cli.load_or_exit(config)
     buffer = loaded.site.buffer.path
     try:
         pid = runlock.holder(buffer)

@@ -399,6 +399,8 @@ class Buffer(BaseModel):
 
     path: ConfigPath = Path("/var/lib/edge-agent/buffer.db")
     max_bytes: int = Field(256 * 2**20, ge=2**20, description="hard quota for the database")
+    retention_days: float | None = Field(30, gt=0, description="undelivered telemetry older "
+                                         "than this is dropped; events are kept")
 
 
 # --- the site -------------------------------------------------------------------

@@ -9,8 +9,9 @@ from pathlib import Path
 from tests.support import REPO
 
 
-def edge_agent(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "edge_agent", *args], cwd=REPO,
+def edge_agent(*args: str, timeout: float = 60,
+               stdin: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "edge_agent", *args], cwd=REPO, input=stdin,
                           capture_output=True, text=True, timeout=timeout, check=False)
 
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
+from edge_agent.buffer import Buffer
 from edge_agent.demo.broker import Mosquitto
 from edge_agent.demo.platform import PlatformSubscriber
+from edge_agent.records import Event, Sample
 from simulators import SimulatedDevice
 from tests.support import AgentProcess, buffered, last_seq, wait_until
 
@@ -164,3 +167,42 @@ def test_sensor_fault_codes_and_range_become_qualities_and_faults(
     assert platform.wait_for(lambda: view.latest["gas1.co"]["q"] == "good", 10)
     assert 0 == agent.stop()
     assert_complete(platform, tmp_path / "buffer.db")
+
+
+def test_full_buffer_evicts_oldest_telemetry_and_reports_it(
+        site_config: Path, broker: Mosquitto, platform: PlatformSubscriber,
+        tmp_path: Path) -> None:
+    """A buffer over its quota drops its oldest telemetry, never an event, and says so
+    with a fault and a counter; the fault ends once the backlog has drained."""
+    buffer_path = tmp_path / "buffer.db"
+    site_config.write_text(site_config.read_text() + "max_bytes = 1048576\n")
+    backlog = Buffer(buffer_path)
+    old = int(time.time() * 1000) - 3_600_000
+    for cycle in range(30):  # about 1.2 MiB of samples from an hour ago, and an alarm
+        backlog.commit_cycle([Sample(f"gas1.ch{i % 7}", old + cycle, float(i), "ppm")
+                              for i in range(1000)],
+                             [Event(old, "alarm", "raised", "a1", "gas1.co:above:1", {})]
+                             if cycle == 0 else [])
+    backlog.close()
+    broker.stop()  # nothing drains before the agent's first commit
+    agent = AgentProcess(site_config).start()
+    try:
+        wait_until(lambda: "agent:buffer:full" in agent.log, 20, "the eviction fault")
+        broker.start()
+        view = platform.gateways[GATEWAY]
+        assert platform.wait_for(lambda: any(
+            e["key"] == "agent:buffer:full" and e["transition"] == "returned_to_normal"
+            for e in view.events), 30), agent.log
+        assert 0 == agent.stop()
+    finally:
+        agent.kill()
+    full = next(e for e in view.events if e["key"] == "agent:buffer:full")
+    assert ("fault", "raised", 1_048_576) == (full["class"], full["transition"],
+                                              full["quota_bytes"])
+    evicted = full["evicted_total"]
+    assert evicted >= 1000
+    assert platform.wait_for(lambda: view.health.get("samples_evicted") == evicted, 10)
+    event_seqs = {e["seq"] for e in view.events}
+    assert 1 in event_seqs  # the old alarm was kept
+    assert not view.sample_seqs & set(range(2, 2 + evicted))  # the oldest samples went
+    assert set(range(2 + evicted, last_seq(buffer_path) + 1)) <= view.sample_seqs | event_seqs

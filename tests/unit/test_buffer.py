@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.buffer import Buffer
+from edge_agent.buffer import SCHEMA_VERSION, Buffer, BufferUnavailable, Trimmed, export, stats
 from edge_agent.records import ActiveAlarm, Event, Quality, Sample
 
 
@@ -74,13 +74,92 @@ def test_buffer_quota_evicts_oldest_telemetry_never_events(tmp_path: Path) -> No
     buffer = Buffer(tmp_path / "b.db", max_bytes=2**20)
     for cycle in range(150):
         buffer.commit_cycle(samples(500, ts=cycle), [alarm(key=f"k{cycle}")])
-    evicted = buffer.enforce_quota()
+    evicted = buffer.trim(now_ms=200).evicted
     assert evicted > 0
     assert buffer.used_bytes() <= 2**20
     assert {"events": 150, "samples": 150 * 500 - evicted} == buffer.depth()
     remaining = buffer.samples_after(0, 1)[0].seq
     assert remaining > evicted  # the oldest went first
-    assert evicted == buffer.evicted
+    assert (evicted, 0) == (stats(buffer.path)["evicted"], stats(buffer.path)["expired"])
+
+
+def test_buffer_retention_drops_old_telemetry_and_keeps_events(tmp_path: Path) -> None:
+    buffer = Buffer(tmp_path / "b.db", retention_s=10)
+    buffer.commit_cycle(samples(1500, ts=1_000), [alarm()])
+    buffer.commit_cycle(samples(5, ts=20_000), [])
+    assert Trimmed(evicted=0, expired=1500) == buffer.trim(now_ms=25_000)
+    assert {"events": 1, "samples": 5} == buffer.depth()
+    assert 0 == buffer.trim(now_ms=25_000).expired
+    assert 1500 == stats(buffer.path)["expired"]
+
+
+def test_buffer_purge_all_or_older(tmp_path: Path) -> None:
+    buffer = Buffer(tmp_path / "b.db")
+    buffer.commit_cycle(samples(3, ts=1_000), [alarm()])
+    buffer.commit_cycle(samples(2, ts=5_000), [])
+    assert 3 == buffer.purge("samples", before_ms=5_000)
+    assert 1 == buffer.purge("events")
+    assert {"events": 0, "samples": 2} == buffer.depth()
+
+
+V1_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE channels (id INTEGER PRIMARY KEY, name TEXT NOT NULL, unit TEXT NOT NULL);
+CREATE UNIQUE INDEX idx_channels_name_unit ON channels (name, unit);
+CREATE TABLE samples (seq INTEGER PRIMARY KEY, ts_ms INTEGER NOT NULL,
+                      channel INTEGER NOT NULL, value FLOAT, quality INTEGER NOT NULL);
+CREATE TABLE events (seq INTEGER PRIMARY KEY, ts_ms INTEGER NOT NULL, body TEXT NOT NULL);
+CREATE TABLE active_alarms (key TEXT PRIMARY KEY, alarm_id TEXT, cls TEXT, raised_ms INTEGER);
+CREATE TABLE core_state (kernel TEXT PRIMARY KEY, keys TEXT, arrays BLOB, saved_ms INTEGER);
+INSERT INTO meta VALUES ('schema_version', 1), ('next_seq', 3), ('epoch', 'e1');
+INSERT INTO channels VALUES (1, 'gas1.co', 'ppm');
+INSERT INTO samples VALUES (2, 1000, 1, 5.0, 0);
+INSERT INTO events VALUES (1, 1000, '{"id": "a1", "class": "alarm"}');
+"""
+
+
+def test_buffer_of_version_1_is_migrated_and_keeps_its_rows(tmp_path: Path) -> None:
+    """A buffer written by the first release (schema 1) opens in this one, rows intact."""
+    path = tmp_path / "b.db"
+    with sqlite3.connect(path) as conn:
+        conn.executescript(V1_SCHEMA)
+    buffer = Buffer(path)
+    assert (SCHEMA_VERSION, "e1", 2) == (stats(path)["schema_version"], buffer.epoch,
+                                         buffer.last_seq())
+    assert [(2, "gas1.co", 5.0)] == [(r.seq, r.channel, r.value)
+                                     for r in buffer.samples_after(0, 10)]
+    assert [1] == [e.seq for e in buffer.events_after(0, 10)]
+    assert 3 == buffer.commit_cycle(samples(1), [])
+    fresh = Buffer(tmp_path / "fresh.db")  # made at version 1 and migrated: same schema
+    schema = "SELECT type, tbl_name, name FROM sqlite_master ORDER BY name"
+    assert list(fresh.db.execute(schema)) == list(buffer.db.execute(schema))
+
+
+def test_buffer_from_a_newer_agent_is_refused_not_touched(tmp_path: Path) -> None:
+    path = tmp_path / "b.db"
+    Buffer(path).db.execute("UPDATE meta SET value = 99 WHERE key = 'schema_version'")
+    before = path.read_bytes()
+    with pytest.raises(BufferUnavailable, match="schema version 99 was written by a newer"):
+        Buffer(path)
+    assert before == path.read_bytes()
+
+
+def test_corrupt_buffer_is_moved_aside_and_a_new_one_started(tmp_path: Path) -> None:
+    path = tmp_path / "b.db"
+    path.write_bytes(b"this is not an SQLite file" * 100)
+    buffer = Buffer(path)
+    assert buffer.moved_aside is not None
+    assert buffer.moved_aside.read_bytes().startswith(b"this is not an SQLite file")
+    assert 1 == buffer.commit_cycle(samples(1), [])
+
+
+def test_export_gives_events_then_samples(tmp_path: Path) -> None:
+    buffer = Buffer(tmp_path / "b.db")
+    buffer.commit_cycle(samples(2), [alarm()])
+    rows = list(export(buffer.path))
+    assert ["event", "sample", "sample"] == [r["type"] for r in rows]
+    assert {"type": "sample", "seq": 2, "ts": 1000, "ch": "gas1.ch0", "v": 0.0, "u": "ppm",
+            "q": "good"} == rows[1]
 
 
 def test_buffer_delete_refuses_other_tables(tmp_path: Path) -> None:
