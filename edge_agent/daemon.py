@@ -1,42 +1,54 @@
 """The daemon: wires the pipeline together and supervises it.
 
     buses (one task each) -> queue -> judge (alarm engine) -> buffer (one transaction)
-                                                                  -> uplink thread
+                                              -> actions (relays)         -> uplink thread
+    uplink thread -> commands -> the event loop (ack, read now, new config, ...)
 
 The poll path never waits for the uplink: it commits to the buffer and pokes
 the uplink thread, which drains on its own. Every long-lived task is
 supervised: if one dies it is restarted, and its death is a fault event
-(PEER_LESSONS 3).
+(PEER_LESSONS 3). A new config from the platform replaces the buses, the alarm
+engine and the actions in place; the buffer and the uplink stay.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+import os
 import signal
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import structlog
 
-from edge_agent import __version__, memory, runlock
-from edge_agent.acquisition import FAULTS, BusPoller, ModbusTransport, PollResult, bus_poller
+from edge_agent import __version__, buffer, commands, memory, runlock
+from edge_agent.acquisition import (
+    FAULTS,
+    BusPoller,
+    ModbusTransport,
+    PollResult,
+    bus_poller,
+)
+from edge_agent.actions import Actions, fault_key
 from edge_agent.alarms import AlarmEngine, Outcome
 from edge_agent.buffer import Buffer
-from edge_agent.config import LoadedConfig
+from edge_agent.commands import CommandError
+from edge_agent.config import FileError, LoadedConfig, load_config
 from edge_agent.records import CoreState, Event, Quality, Sample
 from edge_agent.site_rules import site_spec
-from edge_agent.uplink import Uplink
+from edge_agent.uplink import Command, Uplink
 from edge_agent.uplink.payloads import Origin
 
 log = structlog.get_logger(__name__)
 
-_STOP = object()  # put in the record queue at shutdown, after the last poll result
 STATE_SAVE_S = 60.0
+PROBATION_MIN_S, PROBATION_MAX_S = 5.0, 60.0  # a new config's time to show it polls
 _JUDGED = (Quality.GOOD, Quality.OUT_OF_RANGE)
 # Telemetry was dropped undelivered to keep the quota; ends once the file is back
 # under FULL_CLEARS of it.
@@ -49,6 +61,17 @@ CHANNEL_FAULTS = {"sensor_fault": (Quality.DEVICE_FAULT, Quality.BAD),
                   "out_of_range": (Quality.OUT_OF_RANGE,)}
 
 
+@dataclass(eq=False)
+class _Checkpoint:
+    """Put in the record queue: store everything before it, with the core's state.
+
+    ``done`` is set once that is committed; ``final`` ends the record task.
+    """
+
+    done: asyncio.Event
+    final: bool = False
+
+
 class Agent:
     """One gateway's agent, built from a validated config; ``run`` until stopped."""
 
@@ -59,21 +82,25 @@ class Agent:
         retention = site.buffer.retention_days
         self.buffer = Buffer(site.buffer.path, site.buffer.max_bytes,
                              retention_s=retention * 86400 if retention else None)
-        # Faults of the agent itself that a restart ends.
-        self._task_keys = {_task_key("record"), BUFFER_CORRUPT} | {
-            _task_key(f"bus:{b.name}") for b in site.buses}
-        spec = site_spec(loaded, [f"{d.name}:{f}" for d in site.devices for f in FAULTS]
-                         + sorted(self._task_keys) + [BUFFER_FULL])
-        self.engine = AlarmEngine(spec, restored=self.buffer.active_alarms())
-        self.engine.restore(self.buffer.core_state())
+        self._configure(loaded)
         self._state_due = 0.0  # monotonic time of the next core-state save
         self.started = time.time()
         # Written by the event loop only; the uplink thread reads them for `health`.
         self.counters = {"samples": 0, "events": 0, "cycles": 0, "evicted": 0, "expired": 0,
                          "alarms_active": 0, "faults_active": 0}
         self.buses: list[BusPoller] = []
+        self._bus_tasks: list[asyncio.Task[None]] = []
+        self._answered: dict[str, bool] = {}  # device -> its last poll had an answer
+        self._answer_changed = asyncio.Event()
         self.final_depth: dict[str, int] | None = None  # rows left in the buffer at stop
         self._queue: asyncio.Queue[object] = asyncio.Queue()
+        self._commands: asyncio.Queue[Command] = asyncio.Queue(commands.QUEUE_MAX)
+        self._rate = commands.RateLimit()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._handlers: dict[str, commands.Handler] = {
+            "ping": self._ping, "ack-alarm": self._ack_alarm, "read-now": self._read_now,
+            "get-config": self._get_config, "set-config": self._set_config,
+            "buffer-stats": self._buffer_stats}
         # Judged on the event loop, committed on the writer thread; the record task
         # never touches them while a commit runs.
         self._pending = Outcome()
@@ -81,10 +108,31 @@ class Agent:
         self._stored = _Stored()
         self._pending_state: CoreState | None = None
         self._writer: ThreadPoolExecutor | None = None
+        self.origin = Origin(site.site_id, site.gateway_id, self.buffer.epoch)
         self.uplink = Uplink(site.mqtt, buffer_path=str(site.buffer.path), health=self.health,
-                             origin=Origin(site.site_id, site.gateway_id, self.buffer.epoch),
+                             origin=self.origin, on_command=self._command_arrived,
                              birth={"version": __version__, "config_hash": loaded.hash,
                                     "started": int(self.started * 1000)})
+
+    def _configure(self, loaded: LoadedConfig) -> None:
+        """The parts made from the config: alarm engine and actions (buses: _start_buses).
+
+        The engine takes its active alarms and state from the buffer, so a restart
+        and a new config go the same way.
+        """
+        site = loaded.site
+        self.loaded = loaded
+        self._config_text = loaded.path.read_text(encoding="utf-8")
+        # Faults of the agent itself that a restart ends.
+        self._task_keys = {_task_key("record"), _task_key("commands"), BUFFER_CORRUPT} | {
+            _task_key(f"bus:{b.name}") for b in site.buses}
+        spec = site_spec(loaded, [f"{d.name}:{f}" for d in site.devices for f in FAULTS]
+                         + sorted(self._task_keys) + [BUFFER_FULL]
+                         + [fault_key(a.name) for a in site.actions])
+        self.engine = AlarmEngine(spec, restored=self.buffer.active_alarms())
+        self.engine.restore(self.buffer.core_state())
+        self.actions = Actions(site.actions, self._write_output, self._action_fault,
+                               active=self.engine.active)
 
     def health(self) -> dict[str, Any]:
         """The agent's own figures, published on ``health`` (called from the uplink thread)."""
@@ -98,6 +146,7 @@ class Agent:
             "faults_active": self.counters["faults_active"],
             "rss_bytes": memory.resident_bytes(),
             "buses": {b.name: b.stats.report() for b in self.buses},
+            "actions": self.actions.state(),
         }
 
     # --- running ------------------------------------------------------------------
@@ -106,31 +155,26 @@ class Agent:
         site = self.loaded.site
         log.info("agent_starting", version=__version__, gateway=site.gateway_id,
                  site=site.site_id, config=str(self.loaded.path), config_hash=self.loaded.hash)
-        for bus in site.buses:
-            devices = [(d, self.loaded.profiles.get(d.profile)) for d in site.devices
-                       if d.bus == bus.name]
-            if devices:
-                self.buses.append(bus_poller(bus, devices, self._queue.put_nowait))
-        for poller in self.buses:
-            for device, profile in poller.devices:
-                _log_plan(poller, device, profile)
+        self._loop = asyncio.get_running_loop()
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="buffer-writer")
+        self._queue.put_nowait(self._after_restart())
+        self._start_buses()
         before = memory.resident_bytes()
         advised = memory.release_compiler_pages()  # the kernels are loaded by now
         log.info("compiler_pages_released", advised_mb=advised >> 20,
                  rss_mb_before=before >> 20, rss_mb_after=memory.resident_bytes() >> 20)
-        self._writer = ThreadPoolExecutor(1, thread_name_prefix="buffer-writer")
-        self._queue.put_nowait(self._after_restart())
         self.uplink.start()
         record = asyncio.create_task(self._supervise("record", self._record), name="record")
-        pollers = [asyncio.create_task(self._supervise(f"bus:{p.name}", p.run),
-                                       name=f"bus:{p.name}") for p in self.buses]
+        serve = asyncio.create_task(self._supervise("commands", self._serve_commands),
+                                    name="commands")
         await stop.wait()
         log.info("agent_stopping")
-        for task in pollers:
-            task.cancel()
-        await asyncio.gather(*pollers, return_exceptions=True)
-        self._queue.put_nowait(_STOP)  # the record task stores what was polled, then ends
-        await record
+        serve.cancel()
+        await asyncio.gather(serve, return_exceptions=True)
+        await self._stop_buses()
+        await self.actions.close()
+        self._queue.put_nowait(_Checkpoint(asyncio.Event(), final=True))
+        await record  # it stores what was polled, then ends
         self._writer.shutdown()
         await asyncio.to_thread(self.uplink.stop, drain_timeout_s)
         self.final_depth = self.buffer.depth()
@@ -139,6 +183,37 @@ class Agent:
         log.info("agent_stopped", samples_polled=self.counters["samples"],
                  events=self.counters["events"], buffer_depth=self.final_depth,
                  delivered=self.uplink.delivered)
+
+    def _start_buses(self) -> None:
+        site = self.loaded.site
+        self.buses = []
+        for bus in site.buses:
+            devices = [(d, self.loaded.profiles.get(d.profile)) for d in site.devices
+                       if d.bus == bus.name]
+            if devices:
+                self.buses.append(bus_poller(bus, devices, self._queue.put_nowait))
+        for poller in self.buses:
+            for device, profile in poller.devices:
+                _log_plan(poller, device, profile)
+        self._bus_tasks = [asyncio.create_task(self._supervise(f"bus:{p.name}", p.run),
+                                               name=f"bus:{p.name}") for p in self.buses]
+        self.actions.assert_all()  # a relay module may have been switched by hand, or reset
+
+    async def _stop_buses(self) -> None:
+        for task in self._bus_tasks:
+            task.cancel()
+        await asyncio.gather(*self._bus_tasks, return_exceptions=True)
+        self._bus_tasks = []
+
+    async def _checkpoint(self, timeout_s: float = 30.0) -> None:
+        """Wait until everything queued so far is committed, with the core's state."""
+        checkpoint = _Checkpoint(asyncio.Event())
+        self._queue.put_nowait(checkpoint)
+        try:
+            await asyncio.wait_for(checkpoint.done.wait(), timeout_s)
+        except TimeoutError:
+            raise CommandError("failed", f"the buffer could not be written within {timeout_s:g}"
+                               " s; see the agent's log (buffer_write_failed)") from None
 
     def _after_restart(self) -> Outcome:
         """End what the last run left active that a restart resolves by itself."""
@@ -184,6 +259,7 @@ class Agent:
         """
         loop = asyncio.get_running_loop()
         delay, failures = 0.1, 0
+        checkpoints: list[_Checkpoint] = []
         while True:
             items = [await self._queue.get(), *self._take_queued()]
             for item in items:
@@ -192,9 +268,12 @@ class Agent:
                 if isinstance(item, Outcome):
                     for event in item.events:
                         _log_event(event)
+                    self.actions.follow(item.events)  # before the commit: relays first
                     self._pending.extend(item)
-            stopping = _STOP in items
-            if stopping or time.monotonic() >= self._state_due:
+                elif isinstance(item, _Checkpoint):
+                    checkpoints.append(item)
+            stopping = any(c.final for c in checkpoints)
+            if checkpoints or time.monotonic() >= self._state_due:
                 # Exposure windows and timers go to disk once a minute and at the stop.
                 self._pending_state = self.engine.snapshot()
                 self._state_due = time.monotonic() + STATE_SAVE_S
@@ -210,11 +289,12 @@ class Agent:
                     log.error("stopped_with_unstored_samples", samples=len(self._pending_samples),
                               events=len(self._pending.events))
                     return
-                if stopping:
-                    self._queue.put_nowait(_STOP)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 continue
+            for checkpoint in checkpoints:
+                checkpoint.done.set()
+            checkpoints = []
             if stopping:
                 return
 
@@ -249,6 +329,11 @@ class Agent:
                          "quality": sample.quality.label}))
         outcome.extend(self.engine.reliability(ts_ms))
         self._pending_samples += result.samples
+        answered = result.fault is None and not all(s.quality is Quality.STALE
+                                                    for s in result.samples)
+        if self._answered.get(result.device) != answered:
+            self._answered[result.device] = answered
+            self._answer_changed.set()
         return outcome
 
     def _commit_pending(self) -> None:
@@ -286,6 +371,168 @@ class Agent:
         if stored.samples or stored.events:
             self.uplink.notify()
 
+    # --- local actions -------------------------------------------------------------
+
+    async def _write_output(self, device: str, output: str, on: bool) -> None:
+        poller = next(p for p in self.buses if any(d.name == device for d, _ in p.devices))
+        await poller.write_output(device, output, on)
+
+    def _action_fault(self, action: str, failed: bool, error: str) -> None:
+        self._queue.put_nowait(self.engine.fault(fault_key(action), failed, _now_ms(),
+                                                 {"action": action, "error": error}))
+
+    # --- commands from the platform -------------------------------------------------
+
+    def _command_arrived(self, command: Command) -> None:
+        """In the uplink's thread: queue the command for the event loop, or refuse it."""
+        refusal = None
+        if not self._rate.take():
+            refusal = CommandError("rate_limited", f"more than {commands.RATE_PER_S:g} commands "
+                                   "a second; try again later")
+        elif self._loop is None:
+            refusal = CommandError("busy", "the agent is starting; try again")
+        else:
+            try:
+                self._loop.call_soon_threadsafe(self._enqueue_command, command)
+                return
+            except RuntimeError:  # the loop has closed: the agent is stopping
+                refusal = CommandError("busy", "the agent is stopping")
+        self._reply(command, commands.failure(command.name, None, refusal))
+
+    def _enqueue_command(self, command: Command) -> None:
+        try:
+            self._commands.put_nowait(command)
+        except asyncio.QueueFull:
+            self._reply(command, commands.failure(command.name, None, CommandError(
+                "busy", f"{commands.QUEUE_MAX} commands are waiting; try again later")))
+
+    async def _serve_commands(self) -> None:
+        """One command at a time, in order of arrival."""
+        while True:
+            command = await self._commands.get()
+            reply = await commands.answer(command.name, command.payload, self._handlers)
+            log.info("command", name=command.name, id=reply["id"], ok=reply["ok"],
+                     error=reply.get("error", {}).get("code"))
+            self._reply(command, reply)
+
+    def _reply(self, command: Command, body: dict[str, Any]) -> None:
+        command.reply(self.origin.envelope(ts=_now_ms(), **body))
+
+    async def _ping(self, _args: commands.Args) -> dict[str, Any]:
+        return {"version": __version__, "config_hash": self.loaded.hash,
+                "uptime_s": round(time.time() - self.started, 1)}
+
+    async def _ack_alarm(self, args: commands.AckAlarm) -> dict[str, Any]:
+        """Acknowledge an active alarm, or one that is over but still holds an output."""
+        open_ = {k: (a.alarm_id, a.cls) for k, a in self.engine.active.items()}
+        open_.update(self.actions.awaiting_ack())
+        key = args.key or next((k for k, (i, _) in open_.items() if i == args.alarm), None)
+        if key not in open_:
+            raise CommandError("not_found", f"no alarm {args.key or args.alarm!r} to "
+                               "acknowledge", open=sorted(open_)[:50])
+        alarm_id, cls = open_[key]
+        if key in self.engine.active:
+            outcome = self.engine.ack(key, _now_ms(), args.by)
+        else:
+            outcome = Outcome(events=[Event(_now_ms(), cls, "acknowledged", alarm_id,  # type: ignore[arg-type]
+                                            key, {"by": args.by})])
+        self._queue.put_nowait(outcome)
+        await self._checkpoint()  # stored before the reply says so
+        return {"key": key, "alarm": alarm_id, "by": args.by}
+
+    async def _read_now(self, args: commands.ReadNow) -> dict[str, Any]:
+        names = [args.device] if args.device else [d.name for d in self.loaded.site.devices]
+        pollers = {d.name: p for p in self.buses for d, _ in p.devices}
+        if unknown := [n for n in names if n not in pollers]:
+            raise CommandError("not_found", f"no device {unknown[0]!r}", devices=sorted(pollers))
+        results = await asyncio.gather(*(pollers[n].poll_now(n) for n in names))
+        return {r.device: {"fault": r.fault, "error": r.error, "samples": [
+            {"ch": s.channel, "ts": s.ts_ms, "v": s.value, "u": s.unit, "q": s.quality.label}
+            for s in r.samples]} for r in results}
+
+    async def _get_config(self, _args: commands.Args) -> dict[str, Any]:
+        return {"config_hash": self.loaded.hash, "toml": self._config_text}
+
+    async def _buffer_stats(self, _args: commands.Args) -> dict[str, Any]:
+        figures = await asyncio.to_thread(buffer.stats, self.buffer.path)
+        return {**figures, "delivered": dict(self.uplink.delivered)}
+
+    async def _set_config(self, args: commands.SetConfig) -> dict[str, Any]:
+        """Validate, switch, watch the devices, keep the new config or go back; say which."""
+        old = self.loaded
+        pending = old.path.with_name(f".{old.path.name}.pending")
+        try:
+            _write_synced(pending, args.toml)
+        except OSError as exc:
+            raise CommandError("failed", f"cannot write {pending}: {exc.strerror}; the agent "
+                               "needs write access to its config's directory") from None
+        try:
+            new = self._checked(pending)
+            if new.hash == old.hash:  # PEER_LESSONS 2: the same config changes nothing
+                return {"applied": False, "config_hash": old.hash,
+                        "message": "the running config already is this one"}
+            answering = {d for d, ok in self._answered.items() if ok}
+            log.info("config_switching", previous_hash=old.hash, config_hash=new.hash)
+            await self._switch(new)
+            silent = await self._probation(new)
+            if lost := sorted(silent & answering):
+                log.error("config_rolled_back", config_hash=new.hash, devices_lost=lost)
+                await self._switch(old)
+                raise CommandError(
+                    "rolled_back", f"with the new config these devices stopped answering: "
+                    f"{', '.join(lost)}; the previous config runs again", devices_lost=lost,
+                    config_hash=old.hash, rejected_hash=new.hash)
+            backup = old.path.with_name(old.path.name + ".previous")
+            _write_synced(backup, old.path.read_text(encoding="utf-8"))
+            os.replace(pending, old.path)  # the new config survives a restart from now on
+            self.loaded = LoadedConfig(old.path, new.site, new.profiles)
+            log.info("config_applied", config_hash=new.hash, not_answering=sorted(silent))
+            return {"applied": True, "config_hash": new.hash, "previous_hash": old.hash,
+                    "not_answering": sorted(silent), "previous_saved_as": str(backup)}
+        finally:
+            pending.unlink(missing_ok=True)
+
+    def _checked(self, pending: Path) -> LoadedConfig:
+        """The pushed config, validated like a file, and within what a push may change."""
+        try:
+            new = load_config(pending)
+        except FileError as exc:
+            raise CommandError("bad_request", "invalid config: " + "; ".join(
+                p.split(": ", 1)[-1] for p in exc.problems), problems=exc.problems) from None
+        # What identifies the gateway and keeps it reachable is changed on site, by a
+        # technician: a wrong push could otherwise cut the gateway off for good.
+        for key in ("gateway_id", "site_id", "mqtt", "buffer"):
+            if getattr(new.site, key) != getattr(self.loaded.site, key):
+                raise CommandError("refused", f"{key} cannot be changed remotely; change it "
+                                   "on the gateway itself")
+        return new
+
+    async def _switch(self, loaded: LoadedConfig) -> None:
+        """Stop the buses, store everything, rebuild engine and actions, start the buses."""
+        await self._stop_buses()
+        await self.actions.close()
+        await self._checkpoint()
+        self._configure(loaded)
+        self._answered.clear()
+        self._queue.put_nowait(self.engine.withdraw_orphans(_now_ms()))
+        self._start_buses()
+        self.uplink.birth_changed(config_hash=loaded.hash)
+
+    async def _probation(self, loaded: LoadedConfig) -> set[str]:
+        """Wait until every device has answered once, or the probation ends; the silent."""
+        devices = loaded.site.devices
+        longest = max(d.poll_interval_s for d in devices)
+        deadline = time.monotonic() + min(PROBATION_MAX_S, max(PROBATION_MIN_S, 3 * longest))
+        names = {d.name for d in devices}
+        while (silent := {n for n in names if not self._answered.get(n)}) and (
+                left := deadline - time.monotonic()) > 0:
+            self._answer_changed.clear()
+            try:
+                await asyncio.wait_for(self._answer_changed.wait(), left)
+            except TimeoutError:
+                break
+        return silent
+
 
 @dataclass(frozen=True, slots=True)
 class _Stored:
@@ -308,6 +555,16 @@ def _log_plan(poller: BusPoller, device, profile) -> None:
     else:
         log.info("device_plan", bus=poller.name, device=device.name, profile=profile.name,
                  transport=profile.transport)
+
+
+def _write_synced(path: Path, text: str) -> None:
+    """Write a file whole and durably: a power cut leaves the old one or the new one."""
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
 
 
 def _task_key(name: str) -> str:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
+import json
 import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -104,3 +107,79 @@ def buffered(path: Path) -> dict[str, int]:
 def last_seq(path: Path) -> int:
     with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5) as conn:
         return int(conn.execute("SELECT value FROM meta WHERE key = 'next_seq'").fetchone()[0]) - 1
+
+
+class CommandClient:
+    """The platform's side of commands: publish ``cmd/<name>``, wait for the reply.
+
+    With ``protocol=5`` it asks for the reply on a response topic of its own, with
+    correlation data, as an MQTT 5 platform would.
+    """
+
+    def __init__(self, port: int, prefix: str = "edge/v1/site-test/gw-test",
+                 protocol: int = 4) -> None:
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        self.prefix, self.v5 = prefix, protocol == 5
+        self.replies: list[tuple[str, dict, bytes | None]] = []  # topic, body, correlation
+        self._subscribed = threading.Event()
+        self._lock = threading.Condition()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2,
+                                  protocol=mqtt.MQTTv5 if self.v5 else mqtt.MQTTv311)
+        self.client.on_connect = lambda c, *_: c.subscribe([("edge/v1/+/+/cmd/+/reply", 1),
+                                                            ("platform/replies/#", 1)])
+        self.client.on_subscribe = lambda *_: self._subscribed.set()
+        self.client.on_message = self._on_message
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        assert self._subscribed.wait(10), "no SUBACK for the reply topics"
+
+    def _on_message(self, _client, _userdata, msg) -> None:
+        correlation = getattr(getattr(msg, "properties", None), "CorrelationData", None)
+        with self._lock:
+            self.replies.append((msg.topic, json.loads(msg.payload), correlation))
+            self._lock.notify_all()
+
+    def send(self, name: str, payload: bytes | dict | None = None, *,
+             prefix: str | None = None, response_topic: str | None = None,
+             correlation: bytes | None = None) -> None:
+        from paho.mqtt.packettypes import PacketTypes
+        from paho.mqtt.properties import Properties
+
+        data = json.dumps(payload).encode() if isinstance(payload, dict) else payload or b""
+        properties = None
+        if response_topic:
+            properties = Properties(PacketTypes.PUBLISH)
+            properties.ResponseTopic = response_topic
+            if correlation is not None:
+                properties.CorrelationData = correlation
+        self.client.publish(f"{prefix or self.prefix}/cmd/{name}", data, qos=1,
+                            properties=properties).wait_for_publish(5)
+
+    def reply(self, request_id: object, timeout_s: float = 15.0) -> dict:
+        """The body of the reply carrying ``request_id``."""
+        deadline = time.monotonic() + timeout_s
+        with self._lock:
+            while True:
+                found = [body for _, body, _ in self.replies if body.get("id") == request_id]
+                if found:
+                    return found[0]
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"no reply with id {request_id!r} in {timeout_s} s; "
+                                         f"replies: {self.replies}")
+                self._lock.wait(left)
+
+    def call(self, name: str, timeout_s: float = 15.0, **fields: object) -> dict:
+        """Send a command with a fresh id and return its reply."""
+        request_id = f"r{next(_ids)}"
+        self.send(name, {"id": request_id, **fields})
+        return self.reply(request_id, timeout_s)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+_ids = itertools.count(1)

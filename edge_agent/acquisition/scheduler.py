@@ -76,6 +76,9 @@ class Transport(Protocol):
     async def read(self, device: Device, profile: Profile) -> dict[str, float]:
         """Raw numbers of every value of the device; NoAnswer or Refused on failure."""
 
+    async def write(self, device: Device, function: str, address: int, value: int) -> None:
+        """Write one coil or holding register; NoAnswer or Refused on failure."""
+
     async def close(self) -> None: ...
 
 
@@ -116,6 +119,9 @@ class BusPoller:
         now = time.monotonic()
         self._devices = [_Device(d, p, now) for d, p in devices]
         self._log = log.bind(bus=name)
+        # One transaction at a time on the bus: polls, reads on demand and output
+        # writes queue here in order of arrival (asyncio.Lock is first come, first served).
+        self._turn = asyncio.Lock()
 
     @property
     def stats(self) -> BusStats:
@@ -128,12 +134,33 @@ class BusPoller:
                 delay = entry.next_due - time.monotonic()
                 if delay > 0:
                     await asyncio.sleep(delay)
-                self.emit(await self.poll(entry))
+                async with self._turn:
+                    result = await self.poll(entry)
+                self.emit(result)
                 entry.next_due = self._next_due(entry)
                 if self.gap_s:
                     await asyncio.sleep(self.gap_s)  # devices that need quiet between requests
         finally:
             await self.transport.close()
+
+    async def poll_now(self, device: str) -> PollResult:
+        """Poll ``device`` at once, between two transactions of the schedule."""
+        entry = self._entry(device)
+        async with self._turn:
+            result = await self.poll(entry)
+        self.emit(result)
+        return result
+
+    async def write_output(self, device: str, output: str, on: bool) -> None:
+        """Switch an output of the device's profile; NoAnswer or Refused on failure."""
+        entry = self._entry(device)
+        spec = next(o for o in entry.profile.outputs if o.name == output)
+        async with self._turn:
+            await self.transport.write(entry.device, spec.function, spec.address,
+                                       spec.on if on else spec.off)
+
+    def _entry(self, device: str) -> _Device:
+        return next(e for e in self._devices if e.device.name == device)
 
     def _next_due(self, entry: _Device) -> float:
         interval = entry.device.poll_interval_s

@@ -32,7 +32,7 @@ from typing import Literal
 import serial
 import structlog
 
-from edge_agent.acquisition.scheduler import BusStats, NoAnswer
+from edge_agent.acquisition.scheduler import BusStats, NoAnswer, Refused
 from edge_agent.config import Device, SerialBus
 from edge_agent.profiles import Profile
 
@@ -222,6 +222,9 @@ class SerialTransport:
         self._lost: str | None = None
         self._setup_due = True
         self._log = log.bind(bus=bus.name, port=bus.port)
+
+    async def write(self, device: Device, function: str, address: int, value: int) -> None:
+        raise Refused(f"{device.name} speaks a serial protocol without outputs")
 
     async def read(self, device: Device, profile: Profile) -> dict[str, float]:
         """Raw values of the device's newest frame or line.

@@ -290,13 +290,12 @@ class Buffer:
         return [SampleRow(s, ts, name, unit, value, Quality(q))
                 for s, ts, name, unit, value, q in rows]
 
-    def delete(self, table: str, seqs: Iterable[int]) -> None:
-        """Remove delivered rows of ``events`` or ``samples``."""
+    def delete(self, table: str, ranges: Iterable[tuple[int, int]]) -> None:
+        """Remove delivered rows of ``events`` or ``samples``: each (first, last) seq range."""
         if table not in ("events", "samples"):
             raise ValueError(f"no table {table!r} to delete from")
         with self._writing():
-            self.db.conn.executemany(f"DELETE FROM {table} WHERE seq = ?",
-                                     [(s,) for s in seqs])
+            self.db.conn.executemany(f"DELETE FROM {table} WHERE seq BETWEEN ? AND ?", ranges)
 
     def depth(self) -> dict[str, int]:
         """Rows waiting for delivery, per table."""

@@ -10,6 +10,7 @@ from pathlib import Path
 from edge_agent.config.defaults import default_limits
 from edge_agent.config.model import (
     MODBUS_BUSES,
+    Action,
     AlarmDefaults,
     Buffer,
     Bus,
@@ -29,6 +30,7 @@ from edge_agent.validation import FileError, read_toml, validate
 
 __all__ = [
     "MODBUS_BUSES",
+    "Action",
     "AlarmDefaults",
     "Buffer",
     "Bus",

@@ -339,6 +339,7 @@ class Mqtt(BaseModel):
 
     host: str = Field(min_length=1)
     port: int | None = Field(None, ge=1, le=65535, description="default 8883 with TLS, else 1883")
+    protocol: Literal["3.1.1", "5"] = "3.1.1"
     tls: Literal["on", "off"] = "on"
     ca_file: ConfigPath | None = Field(None, description="default: the system's CA store")
     cert_file: ConfigPath | None = None
@@ -352,6 +353,9 @@ class Mqtt(BaseModel):
     reconnect_max_s: int = Field(60, ge=1, le=3600)
     inflight_window: int = Field(16, ge=1, le=1000)
     telemetry_batch: int = Field(200, ge=1, le=5000, description="samples per telemetry message")
+    max_message_bytes: int = Field(131072, ge=1024, le=2**28,
+                                   description="a telemetry message is cut to fit this size")
+    compression: Literal["none", "gzip"] = "none"
 
     @field_validator("topic_prefix")
     @classmethod
@@ -401,6 +405,24 @@ class Buffer(BaseModel):
     max_bytes: int = Field(256 * 2**20, ge=2**20, description="hard quota for the database")
     retention_days: float | None = Field(30, gt=0, description="undelivered telemetry older "
                                          "than this is dropped; events are kept")
+
+
+class Action(BaseModel):
+    """A local output driven by alarms: a relay for a sounder, a beacon or a fan.
+
+    It switches on when an alarm whose key matches ``when`` is raised, and off
+    once every such alarm has cleared and (by default) been acknowledged; it works
+    with the network down, since it never goes through the uplink.
+    """
+
+    model_config = _Strict
+
+    name: Name
+    when: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(
+        min_length=1, description="alarm keys, shell-style patterns allowed: gas1.co:above:*")
+    device: str = Field(description="the relay or IO module, a device of this config")
+    output: str = Field(description="an output of the device's profile")
+    release: Literal["cleared_and_acknowledged", "cleared"] = "cleared_and_acknowledged"
 
 
 # --- the site -------------------------------------------------------------------
@@ -484,6 +506,7 @@ class SiteConfig(BaseModel):
     redundant: list[Redundant] = Field(default_factory=list)
     buses: list[Bus] = Field(min_length=1)
     devices: list[Device] = Field(min_length=1)
+    actions: list[Action] = Field(default_factory=list)
     mqtt: Mqtt
     buffer: Buffer = Buffer()
 
@@ -521,9 +544,32 @@ class SiteConfig(BaseModel):
                                  f"one device, already {users[0]}; give each its own port"))
         if library is not None:
             problems += self._channel_references(library)
+            problems += self._action_references(library, buses)
         if problems:
             raise Problems(problems)
         return self
+
+    def _action_references(self, library: Any,
+                           buses: dict[str, Any]) -> list[tuple[tuple[Any, ...], str]]:
+        """Each action drives a named output of a Modbus device of this config."""
+        devices = {d.name: d for d in self.devices}
+        problems = _duplicates("actions", "name", [a.name for a in self.actions])
+        for i, action in enumerate(self.actions):
+            device = devices.get(action.device)
+            if device is None:
+                problems.append((("actions", i, "device"), f'no device "{action.device}"'
+                                 f"{_hint(action.device, devices)}"))
+                continue
+            if not isinstance(buses.get(device.bus), MODBUS_BUSES):
+                problems.append((("actions", i, "device"), f'"{device.name}" is not on a Modbus '
+                                 "bus; outputs are Modbus coils and registers"))
+                continue
+            outputs = [o.name for o in library.get(device.profile).outputs]
+            if action.output not in outputs:
+                problems.append((("actions", i, "output"), f'profile "{device.profile}" has no '
+                                 f'output "{action.output}"{_hint(action.output, outputs)}; '
+                                 f"its outputs: {', '.join(outputs) or 'none'}"))
+        return problems
 
     def _channel_references(self, library: Any) -> list[tuple[tuple[Any, ...], str]]:
         """Rules and redundant pairs name published channels; exposure has limits."""

@@ -4,7 +4,6 @@ delivered and the state they describe. Used by the demo's live view and by tests
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections import defaultdict
@@ -14,6 +13,8 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+
+from edge_agent.uplink import payloads
 
 # The transitions that end an episode; the others (acknowledged, unreliable, reliable)
 # leave it active.
@@ -48,7 +49,11 @@ class PlatformSubscriber:
     """Subscribe to ``topic`` with QoS 1 and keep what arrives (thread-safe)."""
 
     def __init__(self, port: int, topic: str = "edge/v1/#", host: str = "127.0.0.1",
-                 client_id: str = "", clean_session: bool = True) -> None:
+                 client_id: str = "", clean_session: bool = True,
+                 tls: dict[str, Any] | None = None) -> None:
+        """``tls``: keyword arguments for paho's ``tls_set`` (``ca_certs``, ``certfile``,
+        ``keyfile``), for a broker that wants TLS and the platform's own client certificate.
+        """
         self.topic = topic
         self.messages: list[Message] = []
         self.gateways: dict[str, GatewayView] = defaultdict(GatewayView)
@@ -60,6 +65,8 @@ class PlatformSubscriber:
         self.client.on_subscribe = lambda *_: self._subscribed.set()
         self.client.on_message = self._on_message
         self.client.reconnect_delay_set(min_delay=0.1, max_delay=0.5)
+        if tls is not None:
+            self.client.tls_set(**tls)
         self.host, self.port = host, port
 
     def start(self, timeout_s: float = 10.0) -> PlatformSubscriber:
@@ -67,7 +74,7 @@ class PlatformSubscriber:
         self.client.loop_start()
         if not self._subscribed.wait(timeout_s):
             self.stop()
-            raise TimeoutError(f"no SUBACK from 127.0.0.1:{self.port} within {timeout_s} s")
+            raise TimeoutError(f"no SUBACK from {self.host}:{self.port} within {timeout_s} s")
         return self
 
     def stop(self) -> None:
@@ -78,7 +85,9 @@ class PlatformSubscriber:
         client.subscribe(self.topic, qos=1)
 
     def _on_message(self, _client: mqtt.Client, _userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        body = json.loads(msg.payload)
+        if "/cmd/" in msg.topic:
+            return  # commands and their replies: the platform's own traffic
+        body = payloads.decode(msg.payload)
         message = Message(msg.topic, body, bool(msg.retain))
         with self._changed:
             self.messages.append(message)

@@ -5,6 +5,10 @@ leaves the buffer when the PUBACK for the message that carried it arrives, never
 before (PEER_LESSONS 1, 8). Alarms and faults go before telemetry. A bounded
 window of unacknowledged messages keeps memory flat during an outage; paho
 re-sends the unacknowledged ones after a reconnect.
+
+The link is kept by a thread of ours rather than by paho's reconnect loop, whose
+delays have no jitter: see backoff.py. Commands that arrive on the gateway's own
+``cmd/+`` topics are handed to the daemon's handler; the uplink only carries them.
 """
 
 from __future__ import annotations
@@ -15,21 +19,44 @@ import ssl
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as mqtt
 import structlog
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from edge_agent.buffer import Buffer
 from edge_agent.config import Mqtt
 from edge_agent.errors import StartupError
 from edge_agent.uplink import payloads
+from edge_agent.uplink.backoff import Backoff
 from edge_agent.uplink.payloads import Topics
 
-__all__ = ["Topics", "Uplink"]
+__all__ = ["Command", "Topics", "Uplink"]
 
 log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Command:
+    """One command from the platform, and how to answer it."""
+
+    name: str
+    payload: bytes
+    reply_topic: str
+    correlation: bytes | None  # MQTT 5 correlation data, returned unchanged
+    _client: mqtt.Client
+
+    def reply(self, document: dict[str, Any]) -> None:
+        properties = None
+        if self.correlation is not None:
+            properties = Properties(PacketTypes.PUBLISH)
+            properties.CorrelationData = self.correlation
+        self._client.publish(self.reply_topic, payloads.encode(document), qos=1,
+                             properties=properties)
 
 
 class Uplink:
@@ -37,6 +64,7 @@ class Uplink:
 
     def __init__(self, settings: Mqtt, *, origin: payloads.Origin, buffer_path: str,
                  birth: dict[str, Any], health: Callable[[], dict[str, Any]],
+                 on_command: Callable[[Command], None] | None = None,
                  health_interval_s: float = 10.0) -> None:
         self.settings = settings
         self.origin = origin
@@ -45,25 +73,35 @@ class Uplink:
         self._birth = birth
         self._health = health
         self._health_interval_s = health_interval_s
+        self._on_command = on_command
         self._wake = threading.Event()
         self._stop = threading.Event()
+        self._link_down = threading.Event()
+        self._backoff = Backoff(base_s=1.0, cap_s=settings.reconnect_max_s)
         self._drain_until: float | None = None
         self._connected = threading.Event()
         self._closing = False
-        self._acked: collections.deque[int] = collections.deque()
-        self._inflight: dict[int, tuple[str, list[int]]] = {}
+        self._acked: collections.deque[tuple[int, bool]] = collections.deque()
+        # mid -> (table, first seq, last seq, rows) of each unacknowledged message
+        self._inflight: dict[int, tuple[str, int, int, int]] = {}
         self._cursor = {"events": 0, "samples": 0}
+        self._resend_at = 0.0  # monotonic time before which nothing new is published
         self._thread: threading.Thread | None = None
+        self._link: threading.Thread | None = None
         self.delivered = {"events": 0, "samples": 0, "messages": 0}
+        self.connects = 0
         self.client = self._make_client()
 
     # --- set-up -------------------------------------------------------------------
 
     def _make_client(self) -> mqtt.Client:
         s = self.settings
+        v5 = s.protocol == "5"
+        # reconnect_on_failure=False: our link thread reconnects, with jitter.
         client = mqtt.Client(CallbackAPIVersion.VERSION2,
                              client_id=s.client_id or f"edge-agent-{self.origin.gateway}",
-                             protocol=mqtt.MQTTv311, clean_session=True)
+                             protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
+                             clean_session=None if v5 else True, reconnect_on_failure=False)
         if s.tls == "on":
             try:
                 client.tls_set(ca_certs=str(s.ca_file) if s.ca_file else None,
@@ -77,7 +115,6 @@ class Uplink:
             client.username_pw_set(s.username, self._password())
         # Our window bounds what is unacknowledged; paho must not hold back any of it.
         client.max_inflight_messages_set(s.inflight_window + 4)
-        client.reconnect_delay_set(min_delay=1, max_delay=s.reconnect_max_s)
         # The broker sends the will when the link is lost; its time is when it arrives.
         client.will_set(self.topics.status,
                         self._status("offline", stamped=False, reason="connection lost"),
@@ -85,6 +122,7 @@ class Uplink:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
+        client.on_message = self._on_message
         return client
 
     def _password(self) -> str | None:
@@ -115,7 +153,11 @@ class Uplink:
             log.warning("uplink_refused", host=self.settings.host, reason=str(reason_code))
             return
         log.info("uplink_connected", host=self.settings.host,
-                 port=self.settings.effective_port)
+                 port=self.settings.effective_port, protocol=self.settings.protocol)
+        self.connects += 1
+        self._backoff.reset()
+        if self._on_command is not None:  # first: once "online" is seen, commands are heard
+            client.subscribe(self.topics.commands, qos=1)
         client.publish(self.topics.status, self._status("online"), qos=1, retain=True)
         self._connected.set()
         self._wake.set()
@@ -126,20 +168,66 @@ class Uplink:
             log.warning("uplink_lost", reason=str(reason_code),
                         unacknowledged=len(self._inflight))
         self._connected.clear()
+        self._link_down.set()
 
-    def _on_publish(self, _client: mqtt.Client, _userdata: Any, mid: int, _reason_code: Any,
+    def _on_publish(self, _client: mqtt.Client, _userdata: Any, mid: int, reason_code: Any,
                     _properties: Any) -> None:
-        self._acked.append(mid)
+        # An MQTT 5 broker may acknowledge with a failure code (not authorised, quota
+        # exceeded): the message was not taken, so its rows stay and go again.
+        self._acked.append((mid, not reason_code.is_failure))
         self._wake.set()
+
+    def _on_message(self, client: mqtt.Client, _userdata: Any,
+                    msg: mqtt.MQTTMessage) -> None:
+        name = self.topics.command_name(msg.topic)
+        if name is None or self._on_command is None:
+            return
+        properties = getattr(msg, "properties", None)
+        response_topic = getattr(properties, "ResponseTopic", None)
+        correlation = getattr(properties, "CorrelationData", None)
+        self._on_command(Command(name, msg.payload, response_topic or self.topics.reply(name),
+                                 correlation, client))
+
+    # --- the link thread: connect, run paho's loop, wait with jitter, again -------
+
+    def _keep_linked(self) -> None:
+        s = self.settings
+        first = True
+        while not self._stop.is_set():
+            try:
+                if first:
+                    self.client.connect(s.host, s.effective_port, keepalive=s.keepalive_s)
+                else:
+                    self.client.reconnect()
+                first = False
+            except (OSError, ssl.SSLError) as exc:
+                log.info("uplink_connect_failed", host=s.host, port=s.effective_port,
+                         error=str(exc), retry_bound_s=self._backoff.bound_s)
+                self._stop.wait(self._backoff.next())
+                continue
+            self._link_down.clear()
+            self.client.loop_start()
+            while not self._link_down.wait(1.0):
+                pass
+            self.client.loop_stop()
+            if self._closing:
+                return
+            self._stop.wait(self._backoff.next())
 
     # --- the drain thread ----------------------------------------------------------
 
     def start(self) -> None:
-        s = self.settings
-        self.client.connect_async(s.host, s.effective_port, keepalive=s.keepalive_s)
-        self.client.loop_start()
+        self._link = threading.Thread(target=self._keep_linked, name="uplink-link",
+                                      daemon=True)
+        self._link.start()
         self._thread = threading.Thread(target=self._run, name="uplink", daemon=True)
         self._thread.start()
+
+    def birth_changed(self, **fields: Any) -> None:
+        """New birth fields (a new config hash): retained status published again."""
+        self._birth = {**self._birth, **fields}
+        if self._connected.is_set():
+            self.client.publish(self.topics.status, self._status("online"), qos=1, retain=True)
 
     def notify(self) -> None:
         """New rows were committed; called by the poll path, never blocks."""
@@ -189,49 +277,62 @@ class Uplink:
         return empty or late or not self._connected.is_set()
 
     def _settle(self, buffer: Buffer) -> None:
-        done: dict[str, list[int]] = {"events": [], "samples": []}
+        done: dict[str, list[tuple[int, int]]] = {"events": [], "samples": []}
         while self._acked:
-            entry = self._inflight.pop(self._acked.popleft(), None)
-            if entry is not None:  # None: status or health, which hold no rows
-                done[entry[0]] += entry[1]
+            mid, taken = self._acked.popleft()
+            entry = self._inflight.pop(mid, None)
+            if entry is None:  # status, health or a reply, which hold no rows
+                continue
+            table, first, last, count = entry
+            if taken:
+                done[table].append((first, last))
+                self.delivered[table] += count
                 self.delivered["messages"] += 1
-        for table, seqs in done.items():
-            if seqs:
-                buffer.delete(table, seqs)
-                self.delivered[table] += len(seqs)
+            else:
+                log.warning("publish_rejected", table=table, first_seq=first, last_seq=last)
+                self._cursor[table] = min(self._cursor[table], first - 1)
+                self._resend_at = time.monotonic() + 1.0  # not at the broker's own pace
+        for table, ranges in done.items():
+            if ranges:
+                buffer.delete(table, ranges)
 
     def _fill_window(self, buffer: Buffer) -> None:
         s = self.settings
-        while len(self._inflight) < s.inflight_window:
+        while len(self._inflight) < s.inflight_window and time.monotonic() >= self._resend_at:
             events = buffer.events_after(self._cursor["events"], 1)
             if events:
                 ok = self._publish(self.topics.alarm, self.origin.alarm(events[0]), "events",
-                                   [events[0].seq])
+                                   events[0].seq, events[0].seq, 1)
             else:
                 samples = buffer.samples_after(self._cursor["samples"], s.telemetry_batch)
                 if not samples:
                     return
-                ok = self._publish(self.topics.telemetry, self.origin.telemetry(samples),
-                                   "samples", [r.seq for r in samples])
+                payload, n = self.origin.telemetry(samples, s.max_message_bytes,
+                                                   compress=s.compression == "gzip")
+                ok = self._publish(self.topics.telemetry, payload, "samples",
+                                   samples[0].seq, samples[n - 1].seq, n)
             if not ok:
                 return
 
-    def _publish(self, topic: str, payload: bytes, table: str, seqs: list[int]) -> bool:
+    def _publish(self, topic: str, payload: bytes, table: str, first: int, last: int,
+                 count: int) -> bool:
+        """Publish the rows ``first`` .. ``last`` of ``table`` (every row between them)."""
         info = self.client.publish(topic, payload, qos=1)
         # NO_CONN still queues the message in paho, which sends it after the reconnect
         # and reports its PUBACK by mid (FIELD_NOTES.md §5): track it like any other.
         if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
             log.warning("publish_refused", topic=topic, rc=int(info.rc))
             return False
-        self._inflight[info.mid] = (table, seqs)
-        self._cursor[table] = seqs[-1]
+        self._inflight[info.mid] = (table, first, last, count)
+        self._cursor[table] = last
         return True
 
     def _publish_health(self, buffer: Buffer | None) -> mqtt.MQTTMessageInfo:
         document = self.origin.envelope(
             ts=_now_ms(), **self._health(),
             buffer={**buffer.depth(), "bytes": buffer.used_bytes()} if buffer else None,
-            uplink={"delivered": dict(self.delivered), "unacknowledged": len(self._inflight)})
+            uplink={"delivered": dict(self.delivered), "unacknowledged": len(self._inflight),
+                    "connects": self.connects})
         return self.client.publish(self.topics.health, payloads.encode(document), qos=1)
 
     def _go_offline(self, buffer: Buffer | None = None) -> None:
@@ -247,7 +348,9 @@ class Uplink:
                 except (RuntimeError, ValueError):
                     break
         self.client.disconnect()
-        self.client.loop_stop()
+        self._link_down.set()
+        if self._link is not None and self._link is not threading.current_thread():
+            self._link.join(10)
 
 
 def _now_ms() -> int:

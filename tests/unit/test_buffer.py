@@ -35,7 +35,7 @@ def test_buffer_numbering_survives_reopen_and_deletion(tmp_path: Path) -> None:
     """Sequence numbers are never reused, even after rows were delivered and deleted."""
     buffer = Buffer(tmp_path / "b.db")
     buffer.commit_cycle(samples(5), [])
-    buffer.delete("samples", [1, 2, 3, 4, 5])
+    buffer.delete("samples", [(1, 5)])
     buffer.close()
     reopened = Buffer(tmp_path / "b.db")
     assert 6 == reopened.commit_cycle(samples(1), [])
@@ -164,7 +164,7 @@ def test_export_gives_events_then_samples(tmp_path: Path) -> None:
 
 def test_buffer_delete_refuses_other_tables(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="no table 'meta'"):
-        Buffer(tmp_path / "b.db").delete("meta", [1])
+        Buffer(tmp_path / "b.db").delete("meta", [(1, 1)])
 
 
 def test_buffer_core_state_round_trip(tmp_path: Path) -> None:

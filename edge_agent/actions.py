@@ -1,0 +1,144 @@
+"""Local actions: relays driven by alarms, on the gateway itself, network or not.
+
+An action holds its output on from the moment a matching alarm is raised until
+every matching alarm has cleared and, unless its rule says "cleared", been
+acknowledged by a person: a sounder must not fall silent because a reading
+dipped under the setpoint for one poll. The outputs are written through the
+bus pollers, one transaction at a time on each bus, ahead of the next poll.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+
+import structlog
+
+from edge_agent.config import Action
+from edge_agent.records import ActiveAlarm, Event
+
+log = structlog.get_logger(__name__)
+
+ENDS = ("returned_to_normal", "withdrawn")
+RETRY_MAX_S = 30.0
+
+
+def fault_key(action: str) -> str:
+    return f"action:{action}:failed"
+
+
+@dataclass
+class _Hold:
+    alarm_id: str
+    cls: str
+    cleared: bool = False
+    acknowledged: bool = False
+
+
+@dataclass
+class _Output:
+    spec: Action
+    holds: dict[str, _Hold] = field(default_factory=dict)  # alarm key -> its state
+    written: bool | None = None  # what the device was last told; None: not yet
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def matches(self, key: str) -> bool:
+        return any(fnmatch.fnmatchcase(key, pattern) for pattern in self.spec.when)
+
+    def releases(self, hold: _Hold) -> bool:
+        return hold.cleared and (hold.acknowledged or self.spec.release == "cleared")
+
+    @property
+    def on(self) -> bool:
+        return bool(self.holds)
+
+
+# write(device, output, on) raises on failure; report(action, failed, error) turns a
+# failure or a recovery into a fault event.
+Write = Callable[[str, str, bool], Awaitable[None]]
+Report = Callable[[str, bool, str], None]
+
+
+class Actions:
+    """The site's actions; ``follow`` the alarm events, ``assert_all`` at start."""
+
+    def __init__(self, specs: Iterable[Action], write: Write, report: Report,
+                 active: Mapping[str, ActiveAlarm] | None = None) -> None:
+        self._outputs = [_Output(spec) for spec in specs]
+        self._write = write
+        self._report = report
+        self._tasks: set[asyncio.Task[None]] = set()
+        for key, alarm in (active or {}).items():  # restored alarms hold as if just raised
+            for output in self._outputs:
+                if output.matches(key):
+                    output.holds[key] = _Hold(alarm.alarm_id, alarm.cls)
+
+    def follow(self, events: Iterable[Event]) -> None:
+        """Update the holds from alarm transitions; drive the outputs that change."""
+        changed = set()
+        for event in events:
+            for i, output in enumerate(self._outputs):
+                if not output.matches(event.key):
+                    continue
+                was = output.on
+                if event.transition == "raised":
+                    output.holds[event.key] = _Hold(event.alarm_id, event.cls)
+                elif (hold := output.holds.get(event.key)) is not None:
+                    hold.cleared |= event.transition in ENDS
+                    hold.acknowledged |= event.transition == "acknowledged"
+                    if output.releases(hold):
+                        del output.holds[event.key]
+                if output.on != was:
+                    changed.add(i)
+        for i in changed:
+            self._drive(self._outputs[i])
+
+    def assert_all(self) -> None:
+        """Tell every output its state, whatever it was told before (a start, a new config)."""
+        for output in self._outputs:
+            output.written = None
+            self._drive(output)
+
+    def state(self) -> dict[str, bool]:
+        return {o.spec.name: o.on for o in self._outputs}
+
+    def awaiting_ack(self) -> dict[str, tuple[str, str]]:
+        """Alarms over but unacknowledged that hold an output: key -> (alarm id, class)."""
+        return {key: (hold.alarm_id, hold.cls) for o in self._outputs
+                for key, hold in o.holds.items() if hold.cleared and not hold.acknowledged}
+
+    def _drive(self, output: _Output) -> None:
+        task = asyncio.get_running_loop().create_task(self._settle(output),
+                                                      name=f"action:{output.spec.name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _settle(self, output: _Output) -> None:
+        """Write until the device holds the wanted state; retry with backoff on failure."""
+        spec, delay, failed = output.spec, 0.5, False
+        async with output.lock:  # one writer per output: the last wish wins, in order
+            while output.written != output.on:
+                wanted = output.on
+                try:
+                    await self._write(spec.device, spec.output, wanted)
+                except Exception as exc:  # every failure is a fault event, then a retry
+                    if not failed:
+                        log.error("action_failed", action=spec.name, device=spec.device,
+                                  output=spec.output, on=wanted, error=str(exc))
+                        self._report(spec.name, True, str(exc))
+                        failed = True
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, RETRY_MAX_S)
+                    continue
+                output.written = wanted
+                log.info("action_switched", action=spec.name, on=wanted)
+                if failed:
+                    self._report(spec.name, False, "")
+                    failed = False
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
