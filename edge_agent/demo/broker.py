@@ -13,6 +13,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -44,15 +45,28 @@ def mosquitto_binary() -> str:
     return found
 
 
+@dataclass(frozen=True)
+class TlsFiles:
+    """PEM files that make the listener a TLS one: the CA that signs accepted client
+    certificates, and the server's own certificate and key.
+    """
+
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+    require_certificate: bool = True  # refuse clients without a certificate from ca_file
+
+
 class Mosquitto:
-    """A mosquitto process of our own, listening on 127.0.0.1 only."""
+    """A mosquitto process of our own, listening on 127.0.0.1 only (TLS if ``tls``)."""
 
     def __init__(self, port: int | None = None, workdir: Path | None = None,
-                 persistent: bool = False) -> None:
+                 persistent: bool = False, tls: TlsFiles | None = None) -> None:
         self.port = port or free_port()
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="edge-agent-mosquitto-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.persistent = persistent
+        self.tls = tls
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -69,9 +83,14 @@ class Mosquitto:
             "log_type notice",
             "max_queued_messages 100000",  # the default 1000 drops a backlog silently
         ]
+        if self.tls is not None:
+            # Options after a listener line belong to that listener.
+            lines += [f"cafile {self.tls.ca_file}", f"certfile {self.tls.cert_file}",
+                      f"keyfile {self.tls.key_file}",
+                      f"require_certificate {str(self.tls.require_certificate).lower()}"]
         if os.geteuid() == 0:
             # Started as root, mosquitto drops to user "mosquitto", which cannot
-            # write our temporary directory (FIELD_NOTES.md §6).
+            # write our temporary directory nor read certificates there (FIELD_NOTES.md §6).
             lines.append("user root")
         if self.persistent:
             lines += ["persistence true", f"persistence_location {self.workdir}/",

@@ -123,6 +123,7 @@ class Uplink:
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         client.on_message = self._on_message
+        client.on_log = _paho_errors
         return client
 
     def _password(self) -> str | None:
@@ -194,6 +195,9 @@ class Uplink:
         s = self.settings
         first = True
         while not self._stop.is_set():
+            # Cleared before connecting: with TLS 1.3 a broker that refuses our
+            # certificate drops the link inside connect(), whose on_disconnect must count.
+            self._link_down.clear()
             try:
                 if first:
                     self.client.connect(s.host, s.effective_port, keepalive=s.keepalive_s)
@@ -201,11 +205,10 @@ class Uplink:
                     self.client.reconnect()
                 first = False
             except (OSError, ssl.SSLError) as exc:
-                log.info("uplink_connect_failed", host=s.host, port=s.effective_port,
-                         error=str(exc), retry_bound_s=self._backoff.bound_s)
+                log.warning("uplink_connect_failed", host=s.host, port=s.effective_port,
+                            error=str(exc), retry_bound_s=self._backoff.bound_s)
                 self._stop.wait(self._backoff.next())
                 continue
-            self._link_down.clear()
             self.client.loop_start()
             while not self._link_down.wait(1.0):
                 pass
@@ -351,6 +354,12 @@ class Uplink:
         self._link_down.set()
         if self._link is not None and self._link is not threading.current_thread():
             self._link.join(10)
+
+
+def _paho_errors(_client: mqtt.Client, _userdata: Any, level: int, message: str) -> None:
+    """Paho says why a link failed (a refused client certificate) only in its log."""
+    if level == mqtt.MQTT_LOG_ERR:
+        log.warning("mqtt_client_error", message=message)
 
 
 def _now_ms() -> int:
