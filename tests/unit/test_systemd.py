@@ -42,3 +42,4 @@ def test_systemd_unit_runs_unprivileged_with_a_writable_numba_cache() -> None:
     assert "StateDirectory=edge-agent" in text
     assert "Environment=NUMBA_CACHE_DIR=/var/cache/edge-agent/numba" in text
     assert "CacheDirectory=edge-agent" in text
+    assert "ReadWritePaths=/etc/edge-agent" in text  # set-config keeps a pushed config
