@@ -14,6 +14,7 @@ engine and the actions in place; the buffer and the uplink stay.
 from __future__ import annotations
 
 import asyncio
+import fnmatch
 import math
 import os
 import signal
@@ -133,6 +134,10 @@ class Agent:
         self.engine.restore(self.buffer.core_state())
         self.actions = Actions(site.actions, self._write_output, self._action_fault,
                                active=self.engine.active)
+        keys = list(self.engine.keys())
+        for action in site.actions:
+            if not any(fnmatch.fnmatchcase(k, p) for k in keys for p in action.when):
+                log.warning("action_matches_no_alarm", action=action.name, when=action.when)
 
     def health(self) -> dict[str, Any]:
         """The agent's own figures, published on ``health`` (called from the uplink thread)."""
