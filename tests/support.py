@@ -105,8 +105,13 @@ def buffered(path: Path) -> dict[str, int]:
 
 
 def last_seq(path: Path) -> int:
+    """The last sequence number committed; 0 while the agent is still creating the file."""
     with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5) as conn:
-        return int(conn.execute("SELECT value FROM meta WHERE key = 'next_seq'").fetchone()[0]) - 1
+        try:
+            row = conn.execute("SELECT value FROM meta WHERE key = 'next_seq'").fetchone()
+        except sqlite3.OperationalError:  # no such table yet
+            return 0
+        return int(row[0]) - 1
 
 
 class CommandClient:
