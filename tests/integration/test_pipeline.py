@@ -206,3 +206,37 @@ def test_full_buffer_evicts_oldest_telemetry_and_reports_it(
     assert 1 in event_seqs  # the old alarm was kept
     assert not view.sample_seqs & set(range(2, 2 + evicted))  # the oldest samples went
     assert set(range(2 + evicted, last_seq(buffer_path) + 1)) <= view.sample_seqs | event_seqs
+
+
+def test_gzip_telemetry_and_mqtt5_arrive_whole(
+        site_config: Path, platform: PlatformSubscriber, tmp_path: Path) -> None:
+    site_config.write_text(site_config.read_text().replace(
+        'tls = "off"', 'tls = "off"\nprotocol = "5"\ncompression = "gzip"'))
+    agent = AgentProcess(site_config).start()
+    view = platform.gateways[GATEWAY]
+    try:
+        assert platform.wait_for(lambda: len(view.sample_seqs) >= 21, 15), agent.log
+        assert 0 == agent.stop()
+    finally:
+        agent.kill()
+    assert 20.9 == view.latest["gas1.o2"]["v"]
+    assert_complete(platform, tmp_path / "buffer.db")
+
+
+def test_corrupt_buffer_is_moved_aside_and_reported(
+        site_config: Path, platform: PlatformSubscriber, tmp_path: Path) -> None:
+    """PEER_LESSONS 9: a damaged buffer never stops the agent; it is kept for
+    inspection, a new one starts under a new epoch, and the platform is told."""
+    (tmp_path / "buffer.db").write_bytes(b"\x00garbage after a bad SD card write" * 200)
+    agent = AgentProcess(site_config).start()
+    view = platform.gateways[GATEWAY]
+    try:
+        assert platform.wait_for(lambda: "agent:buffer:corrupt" in view.active, 15), agent.log
+        assert platform.wait_for(lambda: len(view.sample_seqs) >= 7, 10)
+        assert 0 == agent.stop()
+    finally:
+        agent.kill()
+    corrupt = view.active["agent:buffer:corrupt"]
+    kept = Path(corrupt["moved_to"])
+    assert kept.read_bytes().startswith(b"\x00garbage")
+    assert kept.parent == tmp_path
