@@ -61,12 +61,14 @@ class Mosquitto:
     """A mosquitto process of our own, listening on 127.0.0.1 only (TLS if ``tls``)."""
 
     def __init__(self, port: int | None = None, workdir: Path | None = None,
-                 persistent: bool = False, tls: TlsFiles | None = None) -> None:
+                 persistent: bool = False, tls: TlsFiles | None = None,
+                 users: dict[str, str] | None = None) -> None:
         self.port = port or free_port()
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="edge-agent-mosquitto-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.persistent = persistent
         self.tls = tls
+        self.users = users  # user -> password; then anonymous clients are refused
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -76,7 +78,7 @@ class Mosquitto:
     def _write_config(self) -> Path:
         lines = [
             f"listener {self.port} 127.0.0.1",
-            "allow_anonymous true",
+            f"allow_anonymous {'false' if self.users else 'true'}",
             f"log_dest file {self.log_path}",
             "log_type error",
             "log_type warning",
@@ -95,6 +97,13 @@ class Mosquitto:
         if self.persistent:
             lines += ["persistence true", f"persistence_location {self.workdir}/",
                       "autosave_interval 1", "autosave_on_changes true"]
+        if self.users:
+            passwords = self.workdir / "passwords"
+            passwords.write_text("")
+            for user, password in self.users.items():
+                subprocess.run([shutil.which("mosquitto_passwd") or "mosquitto_passwd", "-b",
+                                str(passwords), user, password], check=True)
+            lines.append(f"password_file {passwords}")
         conf = self.workdir / "mosquitto.conf"
         conf.write_text("\n".join(lines) + "\n")
         return conf
