@@ -123,7 +123,7 @@ class Uplink:
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         client.on_message = self._on_message
-        client.on_log = _paho_errors
+        client.on_log = self._on_paho_log
         return client
 
     def _password(self) -> str | None:
@@ -177,6 +177,12 @@ class Uplink:
         # exceeded): the message was not taken, so its rows stay and go again.
         self._acked.append((mid, not reason_code.is_failure))
         self._wake.set()
+
+    def _on_paho_log(self, _client: mqtt.Client, _userdata: Any, level: int,
+                     message: str) -> None:
+        """Paho says why a link failed (a refused client certificate) only in its log."""
+        if level == mqtt.MQTT_LOG_ERR and not self._closing:
+            log.warning("mqtt_client_error", message=message)
 
     def _on_message(self, client: mqtt.Client, _userdata: Any,
                     msg: mqtt.MQTTMessage) -> None:
@@ -256,7 +262,9 @@ class Uplink:
                     return
 
     def _drain_loop(self) -> None:
-        buffer = Buffer(self._buffer_path)
+        # NORMAL: a delete lost in a power cut only means those rows go again (the
+        # platform drops duplicates by seq), and it spares an fsync per PUBACK batch.
+        buffer = Buffer(self._buffer_path, sync="NORMAL")
         next_health = time.monotonic() + self._health_interval_s
         try:
             while True:
@@ -354,12 +362,6 @@ class Uplink:
         self._link_down.set()
         if self._link is not None and self._link is not threading.current_thread():
             self._link.join(10)
-
-
-def _paho_errors(_client: mqtt.Client, _userdata: Any, level: int, message: str) -> None:
-    """Paho says why a link failed (a refused client certificate) only in its log."""
-    if level == mqtt.MQTT_LOG_ERR:
-        log.warning("mqtt_client_error", message=message)
 
 
 def _now_ms() -> int:

@@ -16,9 +16,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from edge_agent.buffer import EventRow, SampleRow
+from edge_agent.records import Quality
 
 SCHEMA_VERSION = 1
 GZIP_MAGIC = b"\x1f\x8b"
+_LABELS = {q: q.label for q in Quality}
 
 
 @dataclass(frozen=True)
@@ -94,7 +96,7 @@ class Origin:
         while True:
             payload = encode(self.envelope(samples=[
                 {"seq": r.seq, "ts": r.ts_ms, "ch": r.channel, "v": r.value, "u": r.unit,
-                 "q": r.quality.label} for r in rows[:n]]))
+                 "q": _LABELS[r.quality]} for r in rows[:n]]))
             if compress:
                 payload = gzip.compress(payload, compresslevel=6, mtime=0)
             if max_bytes is None or len(payload) <= max_bytes or n == 1:
