@@ -120,9 +120,11 @@ def version() -> None:
 # The sub-apps import this module for its consoles and helpers: add them last.
 from edge_agent.cli.buffer import buffer_app  # noqa: E402
 from edge_agent.cli.devices import devices_app  # noqa: E402
+from edge_agent.cli.platform_tail import tail_command  # noqa: E402
 
 app.add_typer(devices_app, name="devices")
 app.add_typer(buffer_app, name="buffer")
+app.command("platform-tail")(tail_command)
 
 
 def main() -> None:
