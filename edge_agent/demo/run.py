@@ -3,13 +3,15 @@
 The example configs in config/ are run as they are, with their buses pointed
 at simulated devices on loopback, the uplink at a private mosquitto and the
 buffers in a temporary directory. The live view shows what the platform
-receives; part-way, each site gets a hazard from its scenario.
+receives; part-way, each site gets a hazard from its scenario, and later the
+platform's operator acknowledges the alarms with the `ack-alarm` command.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import shutil
 import signal
 import tempfile
@@ -38,6 +40,7 @@ from edge_agent.daemon import Agent
 from edge_agent.demo.broker import Mosquitto, free_port
 from edge_agent.demo.platform import GatewayView, PlatformSubscriber
 from edge_agent.profiles import Profile
+from edge_agent.uplink.payloads import Topics
 from simulators import (
     FrameSimulator,
     LineSimulator,
@@ -155,7 +158,8 @@ async def _run(sites: list[DemoSite], platform: PlatformSubscriber, seconds: flo
     runs = [asyncio.create_task(s.agent.run(stop)) for s in sites if s.agent]
     start = time.monotonic()
     inject_at = min(max(3.0, seconds * 0.2), 15.0)
-    injected = False
+    ack_at = inject_at + (seconds - inject_at) / 2
+    injected = acked = False
     live = Live(_view(sites, platform, 0, seconds), console=console, auto_refresh=False,
                 transient=False) if console.is_terminal else contextlib.nullcontext()
     seen_events = 0
@@ -168,6 +172,9 @@ async def _run(sites: list[DemoSite], platform: PlatformSubscriber, seconds: flo
                 for site in sites:
                     site.inject()
                 injected = True
+            if not acked and elapsed >= ack_at:
+                _acknowledge(sites, platform)
+                acked = True
             if isinstance(live, Live):
                 live.update(_view(sites, platform, elapsed, seconds), refresh=True)
             else:
@@ -183,6 +190,19 @@ async def _run(sites: list[DemoSite], platform: PlatformSubscriber, seconds: flo
     # The broker acknowledged everything; give its fan-out to the platform a moment.
     await asyncio.to_thread(platform.wait_for, lambda: all(
         len(platform.gateways[g].sample_seqs) >= n for g, n in polled.items()), 5.0)
+
+
+def _acknowledge(sites: list[DemoSite], platform: PlatformSubscriber) -> None:
+    """The platform's operator acknowledges every active alarm, as a platform would."""
+    for site in sites:
+        mqtt = site.loaded.site.mqtt
+        topics = Topics.for_site(mqtt.topic_prefix, site.loaded.site.site_id,
+                                 site.loaded.site.gateway_id)
+        view = platform.gateways[site.loaded.site.gateway_id]
+        for key, raised in list(view.active.items()):
+            if raised["class"] == "alarm":
+                platform.client.publish(f"{topics.prefix}/cmd/ack-alarm", json.dumps(
+                    {"id": f"demo-{key}", "key": key, "by": "platform operator"}), qos=1)
 
 
 def _view(sites: list[DemoSite], platform: PlatformSubscriber, elapsed: float,
@@ -233,7 +253,9 @@ def _rule(event: dict) -> str:
 
 def _event_line(site: str, event: dict) -> str:
     what = event.get("channel") or event.get("device") or event["key"]
-    if event["class"] == "alarm" and "value" in event:
+    if event["transition"] == "acknowledged":
+        detail = f"by {event.get('by')}"
+    elif event["class"] == "alarm" and "value" in event:
         detail = f"{event['value']} {event.get('unit', '')} ({_rule(event)})"
     elif event["class"] == "alarm":
         detail = f"({_rule(event)})"

@@ -63,5 +63,8 @@ def test_cli_demo_shows_alarms_and_delivers_every_sample() -> None:
     result = edge_agent("demo", "--seconds", "12", timeout=90)
     assert 0 == result.returncode, result.stdout + result.stderr
     assert "confined_space: alarm raised bottom.h2s" in result.stdout
+    # the platform's ack-alarm command reached the agent and came back as an event
+    assert "confined_space: alarm acknowledged bottom.h2s:above:1 by platform operator" in (
+        result.stdout)
     assert "every polled sample reached the broker; the buffers are empty." in result.stdout
     assert "Traceback" not in result.stderr
