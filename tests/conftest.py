@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.demo.broker import Mosquitto
+from edge_agent.demo.broker import Mosquitto, TlsFiles
 from edge_agent.demo.platform import PlatformSubscriber
 from edge_agent.profiles import ProfileLibrary
 from simulators import ModbusTcpSimulator, SimulatedDevice
+from tests.pki import Pki, make_pki
 from tests.support import SITE, AgentProcess, wait_until
 
 
@@ -21,6 +22,19 @@ from tests.support import SITE, AgentProcess, wait_until
 def broker(tmp_path: Path) -> Iterator[Mosquitto]:
     """A persistent mosquitto on a free loopback port, stopped at the end."""
     with Mosquitto(workdir=tmp_path / "broker", persistent=True) as running:
+        yield running
+
+
+@pytest.fixture
+def pki(tmp_path: Path) -> Pki:
+    return make_pki(tmp_path / "pki")
+
+
+@pytest.fixture
+def tls_broker(tmp_path: Path, pki: Pki) -> Iterator[Mosquitto]:
+    """A TLS-only listener that refuses clients without a certificate from the test CA."""
+    tls = TlsFiles(pki.ca, pki.server_cert, pki.server_key, require_certificate=True)
+    with Mosquitto(workdir=tmp_path / "broker", tls=tls) as running:
         yield running
 
 

@@ -10,17 +10,16 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge_agent.demo.broker import Mosquitto, TlsFiles, free_port
+from edge_agent.demo.broker import Mosquitto, free_port
 from edge_agent.demo.platform import PlatformSubscriber
 from simulators import SimulatedDevice
 from tests.integration.test_cli import edge_agent
-from tests.pki import Pki, make_pki
+from tests.pki import Pki
 from tests.support import REPO, AgentProcess
 
 PINNED = {"o2": 20.9, "co": 2, "h2s": 0.0, "lel": 0.0, "temperature": -20.5, "humidity": 55.5,
@@ -198,18 +197,6 @@ def test_duplicates_bad_payloads_and_commands(broker: Mosquitto, publisher: Publ
     assert f"bad payload on {PREFIX}/telemetry (9 bytes)" in bad[0]
     assert "3 samples, 1 events, 2 duplicates dropped, 1 bad payloads" in stderr
     assert "Traceback" not in stderr
-
-
-@pytest.fixture
-def pki(tmp_path: Path) -> Pki:
-    return make_pki(tmp_path / "pki")
-
-
-@pytest.fixture
-def tls_broker(tmp_path: Path, pki: Pki) -> Iterator[Mosquitto]:
-    tls = TlsFiles(pki.ca, pki.server_cert, pki.server_key, require_certificate=True)
-    with Mosquitto(workdir=tmp_path / "broker", tls=tls) as running:
-        yield running
 
 
 def test_mutual_tls_delivers_and_a_foreign_ca_is_refused(tls_broker: Mosquitto,

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.demo.broker import Mosquitto, TlsFiles
+from edge_agent.demo.broker import Mosquitto
 from edge_agent.demo.platform import PlatformSubscriber
 from simulators import ModbusTcpSimulator
-from tests.pki import Pki, make_pki
+from tests.pki import Pki
 from tests.support import SITE, AgentProcess, buffered, wait_until
 
 GATEWAY = "gw-test"
@@ -23,19 +23,6 @@ CLIENT_REJECTED = "certificate verify failed"
 SERVER_REJECTED = "tlsv1 alert unknown ca"
 
 StartAgent = Callable[[Path, Path, Path], AgentProcess]
-
-
-@pytest.fixture
-def pki(tmp_path: Path) -> Pki:
-    return make_pki(tmp_path / "pki")
-
-
-@pytest.fixture
-def tls_broker(tmp_path: Path, pki: Pki) -> Iterator[Mosquitto]:
-    """A TLS-only listener that refuses clients without a certificate from the test CA."""
-    tls = TlsFiles(pki.ca, pki.server_cert, pki.server_key, require_certificate=True)
-    with Mosquitto(workdir=tmp_path / "broker", tls=tls) as running:
-        yield running
 
 
 def tls_subscriber(broker: Mosquitto, pki: Pki) -> PlatformSubscriber:
