@@ -66,7 +66,7 @@ class SetConfig(Args):
 
 ARGS: dict[str, type[Args]] = {"ping": Args, "ack-alarm": AckAlarm, "read-now": ReadNow,
                                "get-config": Args, "set-config": SetConfig,
-                               "buffer-stats": Args}
+                               "buffer-stats": Args, "status": Args, "alarms": Args}
 
 
 def parse(name: str, payload: bytes) -> tuple[RequestId, Args]:

@@ -28,7 +28,7 @@ from typing import Any
 
 import structlog
 
-from edge_agent import __version__, buffer, commands, memory, runlock
+from edge_agent import __version__, buffer, commands, control, health, memory, runlock
 from edge_agent.acquisition import (
     FAULTS,
     BusPoller,
@@ -36,7 +36,7 @@ from edge_agent.acquisition import (
     PollResult,
     bus_poller,
 )
-from edge_agent.actions import Actions, fault_key
+from edge_agent.actions import ENDS, Actions, fault_key
 from edge_agent.alarms import AlarmEngine, Outcome
 from edge_agent.buffer import Buffer
 from edge_agent.commands import CommandError
@@ -92,16 +92,21 @@ class Agent:
         self.buses: list[BusPoller] = []
         self._bus_tasks: list[asyncio.Task[None]] = []
         self._answered: dict[str, bool] = {}  # device -> its last poll had an answer
+        self._latest: dict[str, Sample] = {}  # channel -> its newest sample, for `status`
+        self._acked: set[str] = set()  # ids of active episodes someone acknowledged
+        self._lag, self._cpu = health.LoopLag(), health.CpuMeter()
         self._answer_changed = asyncio.Event()
         self.final_depth: dict[str, int] | None = None  # rows left in the buffer at stop
         self._queue: asyncio.Queue[object] = asyncio.Queue()
-        self._commands: asyncio.Queue[Command] = asyncio.Queue(commands.QUEUE_MAX)
+        self._commands: asyncio.Queue[Command | _LocalCommand] = asyncio.Queue(
+            commands.QUEUE_MAX)
         self._rate = commands.RateLimit()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._handlers: dict[str, commands.Handler] = {
             "ping": self._ping, "ack-alarm": self._ack_alarm, "read-now": self._read_now,
             "get-config": self._get_config, "set-config": self._set_config,
-            "buffer-stats": self._buffer_stats}
+            "buffer-stats": self._buffer_stats, "status": self._status,
+            "alarms": self._alarms}
         # Judged on the event loop, committed on the writer thread; the record task
         # never touches them while a commit runs.
         self._pending = Outcome()
@@ -150,6 +155,9 @@ class Agent:
             "alarms_active": self.counters["alarms_active"],
             "faults_active": self.counters["faults_active"],
             "rss_bytes": memory.resident_bytes(),
+            "cpu_percent": self._cpu.percent(),
+            **self._lag.report(),
+            "numba_cache": health.numba_cache(),
             "buses": {b.name: b.stats.report() for b in self.buses},
             "actions": self.actions.state(),
         }
@@ -170,12 +178,18 @@ class Agent:
                  rss_mb_before=before >> 20, rss_mb_after=memory.resident_bytes() >> 20)
         self.uplink.start()
         record = asyncio.create_task(self._supervise("record", self._record), name="record")
-        serve = asyncio.create_task(self._supervise("commands", self._serve_commands),
-                                    name="commands")
+        helpers = [asyncio.create_task(self._supervise("commands", self._serve_commands),
+                                       name="commands"),
+                   asyncio.create_task(self._lag.run(), name="loop-lag")]
+        sock = control.socket_path(site.buffer.path)
+        local = await control.serve(sock, self._local_command)
         await stop.wait()
         log.info("agent_stopping")
-        serve.cancel()
-        await asyncio.gather(serve, return_exceptions=True)
+        local.close()
+        sock.unlink(missing_ok=True)
+        for task in helpers:
+            task.cancel()
+        await asyncio.gather(*helpers, return_exceptions=True)
         await self._stop_buses()
         await self.actions.close()
         self._queue.put_nowait(_Checkpoint(asyncio.Event(), final=True))
@@ -273,6 +287,7 @@ class Agent:
                 if isinstance(item, Outcome):
                     for event in item.events:
                         _log_event(event)
+                        self._follow_ack(event)
                     self.actions.follow(item.events)  # before the commit: relays first
                     self._pending.extend(item)
                 elif isinstance(item, _Checkpoint):
@@ -334,6 +349,7 @@ class Agent:
                          "quality": sample.quality.label}))
         outcome.extend(self.engine.reliability(ts_ms))
         self._pending_samples += result.samples
+        self._latest.update((s.channel, s) for s in result.samples)
         answered = result.fault is None and not all(s.quality is Quality.STALE
                                                     for s in result.samples)
         if self._answered.get(result.device) != answered:
@@ -420,8 +436,69 @@ class Agent:
                      error=reply.get("error", {}).get("code"))
             self._reply(command, reply)
 
-    def _reply(self, command: Command, body: dict[str, Any]) -> None:
+    def _reply(self, command: Command | _LocalCommand, body: dict[str, Any]) -> None:
         command.reply(self.origin.envelope(ts=_now_ms(), **body))
+
+    def _follow_ack(self, event: Event) -> None:
+        if event.transition == "acknowledged":
+            self._acked.add(event.alarm_id)
+        elif event.transition in ("raised", *ENDS):
+            self._acked.discard(event.alarm_id)
+
+    async def _local_command(self, name: str, payload: bytes) -> dict[str, Any]:
+        """A command from the local socket: what only reads is answered at once, the rest
+        waits its turn with the platform's commands (one code path for both).
+        """
+        if name in ("status", "alarms"):
+            return await commands.answer(name, payload, self._handlers)
+        done: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        try:
+            self._commands.put_nowait(_LocalCommand(name, payload, done))
+        except asyncio.QueueFull:
+            return commands.failure(name, None, CommandError("busy", "commands are waiting; "
+                                                             "try again"))
+        return await done
+
+    async def _status(self, _args: commands.Args) -> dict[str, Any]:
+        """Everything `edge-agent status` shows, read from memory and the buffer."""
+        levels: dict[str, tuple[int, str]] = {}  # channel -> (level, class) of its worst
+        for key, alarm in self.engine.active.items():
+            subject = key.split(":", 1)[0]  # a channel, or a device for its faults
+            level = self.engine.level_of(key) if alarm.cls == "alarm" else 0
+            for channel in self._latest:
+                if (channel == subject or channel.startswith(subject + ".")) and (
+                        level >= levels.get(channel, (-1, ""))[0]):
+                    levels[channel] = (level, alarm.cls)
+        figures = await asyncio.to_thread(buffer.stats, self.buffer.path)
+        oldest = [t for t in (figures["events"]["oldest_ms"], figures["samples"]["oldest_ms"])
+                  if t is not None]
+        site = self.loaded.site
+        return {
+            "gateway": site.gateway_id, "site": site.site_id, "version": __version__,
+            "config": {"path": str(self.loaded.path), "hash": self.loaded.hash},
+            "now_ms": _now_ms(), "health": self.health(),
+            "channels": [{"ch": s.channel, "v": s.value, "u": s.unit, "q": s.quality.label,
+                          "ts": s.ts_ms, "alarm": levels.get(s.channel, (None, None))[1],
+                          "level": levels.get(s.channel, (None, None))[0]}
+                         for s in self._latest.values()],
+            "devices": {d: {"answering": ok} for d, ok in self._answered.items()},
+            "uplink": self.uplink.state(),
+            "buffer": {"events": figures["events"]["rows"],
+                       "samples": figures["samples"]["rows"],
+                       "oldest_ms": min(oldest) if oldest else None,
+                       "evicted": figures["evicted"], "expired": figures["expired"]},
+            "alarms": (await self._alarms(_args))["active"],
+        }
+
+    async def _alarms(self, _args: commands.Args) -> dict[str, Any]:
+        waiting = self.actions.awaiting_ack()
+        active = [{"key": k, "id": a.alarm_id, "class": a.cls, "raised_ms": a.raised_ms,
+                   "level": self.engine.level_of(k) if a.cls == "alarm" else None,
+                   "state": "acknowledged" if a.alarm_id in self._acked else "unacknowledged"}
+                  for k, a in sorted(self.engine.active.items(), key=lambda i: i[1].raised_ms)]
+        active += [{"key": k, "id": i, "class": c, "raised_ms": None, "level": None,
+                    "state": "ended, unacknowledged"} for k, (i, c) in waiting.items()]
+        return {"active": active}
 
     async def _ping(self, _args: commands.Args) -> dict[str, Any]:
         return {"version": __version__, "config_hash": self.loaded.hash,
@@ -537,6 +614,19 @@ class Agent:
             except TimeoutError:
                 break
         return silent
+
+
+@dataclass(frozen=True)
+class _LocalCommand:
+    """A command from the local socket, answered through a future."""
+
+    name: str
+    payload: bytes
+    done: asyncio.Future[dict[str, Any]]
+
+    def reply(self, document: dict[str, Any]) -> None:
+        if not self.done.done():
+            self.done.set_result(document)
 
 
 @dataclass(frozen=True, slots=True)

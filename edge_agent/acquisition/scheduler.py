@@ -61,8 +61,11 @@ class BusStats:
 
     def report(self) -> dict[str, float | int]:
         trips = sorted(self.round_trips)
+        failed = self.timeouts + self.exceptions
         return {"transactions": self.transactions, "timeouts": self.timeouts,
                 "crc_errors": self.crc_errors, "exceptions": self.exceptions,
+                "success_rate": round(1 - failed / self.transactions, 4)
+                if self.transactions else None,
                 "rtt_mean_ms": round(sum(trips) / len(trips) * 1000, 2) if trips else None,
                 "rtt_p99_ms": round(trips[math.ceil(0.99 * len(trips)) - 1] * 1000, 2)
                 if trips else None}

@@ -298,6 +298,12 @@ class Buffer:
         with self._writing():
             self.db.conn.executemany(f"DELETE FROM {table} WHERE seq BETWEEN ? AND ?", ranges)
 
+    def oldest_ms(self) -> int | None:
+        """Time of the oldest row waiting for delivery (samples by their time index)."""
+        row = self.db.execute("SELECT min(t) FROM (SELECT min(ts_ms) AS t FROM samples "
+                              "UNION ALL SELECT min(ts_ms) FROM events)").fetchone()
+        return row[0]
+
     def depth(self) -> dict[str, int]:
         """Rows waiting for delivery, per table."""
         return {t: self.db.execute(f"SELECT count(*) FROM {t}").fetchone()[0]

@@ -232,6 +232,13 @@ class Uplink:
         self._thread = threading.Thread(target=self._run, name="uplink", daemon=True)
         self._thread.start()
 
+    def state(self) -> dict[str, Any]:
+        """The link as `health` and `edge-agent status` show it."""
+        s = self.settings
+        return {"connected": self._connected.is_set(), "broker": f"{s.host}:{s.effective_port}",
+                "delivered": dict(self.delivered), "unacknowledged": len(self._inflight),
+                "connects": self.connects}
+
     def birth_changed(self, **fields: Any) -> None:
         """New birth fields (a new config hash): retained status published again."""
         self._birth = {**self._birth, **fields}
@@ -341,9 +348,9 @@ class Uplink:
     def _publish_health(self, buffer: Buffer | None) -> mqtt.MQTTMessageInfo:
         document = self.origin.envelope(
             ts=_now_ms(), **self._health(),
-            buffer={**buffer.depth(), "bytes": buffer.used_bytes()} if buffer else None,
-            uplink={"delivered": dict(self.delivered), "unacknowledged": len(self._inflight),
-                    "connects": self.connects})
+            buffer={**buffer.depth(), "bytes": buffer.used_bytes(),
+                    "oldest_ms": buffer.oldest_ms()} if buffer else None,
+            uplink=self.state())
         return self.client.publish(self.topics.health, payloads.encode(document), qos=1)
 
     def _go_offline(self, buffer: Buffer | None = None) -> None:

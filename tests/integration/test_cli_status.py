@@ -1,0 +1,90 @@
+"""``edge-agent status`` and ``alarms`` against a running agent, through its local
+socket; and what they say when no agent runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from edge_agent.demo.platform import PlatformSubscriber
+from simulators import SimulatedDevice
+from tests.integration.test_cli import edge_agent
+from tests.support import AgentProcess, wait_until
+
+
+@pytest.fixture
+def running(agent: AgentProcess, platform: PlatformSubscriber,
+            gas_detector: SimulatedDevice) -> AgentProcess:
+    """The agent with a CO alarm raised, once the platform has heard of it."""
+    gas_detector.pin("co", 30)
+    view = platform.gateways["gw-test"]
+    assert platform.wait_for(lambda: "gas1.co:above:1" in view.active, 15), agent.log
+    return agent
+
+
+def test_status_json_shows_channels_alarms_buses_uplink_and_buffer(
+        running: AgentProcess, site_config: Path) -> None:
+    result = edge_agent("status", "-c", str(site_config), "--json")
+    assert 0 == result.returncode, result.stderr
+    status = json.loads(result.stdout)
+    channels = {c["ch"]: c for c in status["channels"]}
+    assert (30, "ppm", "good", "alarm", 1) == tuple(
+        channels["gas1.co"][k] for k in ("v", "u", "q", "alarm", "level"))
+    assert (20.9, None) == (channels["gas1.o2"]["v"], channels["gas1.o2"]["alarm"])
+    assert 1.0 == status["health"]["buses"]["field"]["success_rate"]
+    assert status["health"]["numba_cache"]["loaded"] > 0
+    assert status["uplink"]["connected"] is True
+    assert ["gas1.co:above:1"] == [a["key"] for a in status["alarms"]]
+    assert {"answering": True} == status["devices"]["gas1"]
+
+
+def test_status_once_is_a_readable_table(running: AgentProcess, site_config: Path) -> None:
+    result = edge_agent("status", "-c", str(site_config), "--once")
+    assert 0 == result.returncode, result.stderr
+    row = next(line for line in result.stdout.splitlines() if "gas1.co " in line)
+    assert ["gas1.co", "30", "ppm", "good", "L1", "alarm"] == row.replace("│", " ").split()[:6]
+    assert "uplink connected to 127.0.0.1:" in result.stdout
+    assert "unacknowledged" in result.stdout
+
+
+def test_alarms_ack_by_id_prefix_reaches_the_platform(
+        running: AgentProcess, site_config: Path, platform: PlatformSubscriber) -> None:
+    listed = json.loads(edge_agent("alarms", "list", "-c", str(site_config), "--json").stdout)
+    assert [("gas1.co:above:1", "unacknowledged")] == [(a["key"], a["state"]) for a in listed]
+    result = edge_agent("alarms", "ack", listed[0]["id"][:8], "--by", "technician li",
+                        "-c", str(site_config))
+    assert 0 == result.returncode, result.stderr
+    assert result.stdout.startswith("acknowledged gas1.co:above:1")
+    view = platform.gateways["gw-test"]
+    assert platform.wait_for(lambda: any(e["transition"] == "acknowledged"
+                                         and e["by"] == "technician li" for e in view.events))
+    listed = json.loads(edge_agent("alarms", "list", "-c", str(site_config), "--json").stdout)
+    assert "acknowledged" == listed[0]["state"]
+
+
+def test_alarms_ack_of_nothing_says_what_can_be_acknowledged(
+        running: AgentProcess, site_config: Path) -> None:
+    result = edge_agent("alarms", "ack", "gas1.h2s:above:1", "--by", "li", "-c",
+                        str(site_config))
+    assert 1 == result.returncode
+    assert ["error: ack-alarm: no alarm 'gas1.h2s:above:1' to acknowledge",
+            "alarms that can be acknowledged: gas1.co:above:1 (edge-agent alarms list)"
+            ] == result.stderr.splitlines()
+
+
+def test_status_without_a_running_agent_says_so(site_config: Path) -> None:
+    result = edge_agent("status", "-c", str(site_config))
+    assert 1 == result.returncode
+    assert result.stderr.startswith("error: no agent is running with this config (no socket ")
+    assert "Traceback" not in result.stderr
+
+
+def test_status_after_a_kill_says_the_agent_stopped(site_config: Path, tmp_path: Path) -> None:
+    agent = AgentProcess(site_config).start()
+    wait_until(lambda: (tmp_path / "buffer.db.sock").exists(), 15, "the control socket")
+    agent.kill()
+    result = edge_agent("status", "-c", str(site_config))
+    assert 1 == result.returncode
+    assert "it has stopped or was killed" in result.stderr
