@@ -28,7 +28,7 @@ from typing import Any
 
 import structlog
 
-from edge_agent import __version__, buffer, commands, control, health, memory, runlock
+from edge_agent import __version__, buffer, commands, control, health, memory, runlock, watchdog
 from edge_agent.acquisition import (
     FAULTS,
     BusPoller,
@@ -71,6 +71,7 @@ class _Checkpoint:
 
     done: asyncio.Event
     final: bool = False
+    snapshot: bool = True  # False: a watchdog tick, which only proves the commit path
 
 
 class Agent:
@@ -181,10 +182,15 @@ class Agent:
         helpers = [asyncio.create_task(self._supervise("commands", self._serve_commands),
                                        name="commands"),
                    asyncio.create_task(self._lag.run(), name="loop-lag")]
+        if (every_s := watchdog.interval_s()) is not None:
+            helpers.append(asyncio.create_task(watchdog.feed(self._tick, every_s),
+                                               name="watchdog"))
         sock = control.socket_path(site.buffer.path)
         local = await control.serve(sock, self._local_command)
+        watchdog.notify("READY=1")
         await stop.wait()
         log.info("agent_stopping")
+        watchdog.notify("STOPPING=1")
         local.close()
         sock.unlink(missing_ok=True)
         for task in helpers:
@@ -223,6 +229,16 @@ class Agent:
             task.cancel()
         await asyncio.gather(*self._bus_tasks, return_exceptions=True)
         self._bus_tasks = []
+
+    async def _tick(self, timeout_s: float) -> bool:
+        """True once a tick put in the record queue now has come back committed."""
+        tick = _Checkpoint(asyncio.Event(), snapshot=False)
+        self._queue.put_nowait(tick)
+        try:
+            await asyncio.wait_for(tick.done.wait(), timeout_s)
+        except TimeoutError:
+            return False
+        return True
 
     async def _checkpoint(self, timeout_s: float = 30.0) -> None:
         """Wait until everything queued so far is committed, with the core's state."""
@@ -293,7 +309,7 @@ class Agent:
                 elif isinstance(item, _Checkpoint):
                     checkpoints.append(item)
             stopping = any(c.final for c in checkpoints)
-            if checkpoints or time.monotonic() >= self._state_due:
+            if any(c.snapshot for c in checkpoints) or time.monotonic() >= self._state_due:
                 # Exposure windows and timers go to disk once a minute and at the stop.
                 self._pending_state = self.engine.snapshot()
                 self._state_due = time.monotonic() + STATE_SAVE_S

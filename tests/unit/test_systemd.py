@@ -43,3 +43,4 @@ def test_systemd_unit_runs_unprivileged_with_a_writable_numba_cache() -> None:
     assert "Environment=NUMBA_CACHE_DIR=/var/cache/edge-agent/numba" in text
     assert "CacheDirectory=edge-agent" in text
     assert "ReadWritePaths=/etc/edge-agent" in text  # set-config keeps a pushed config
+    assert {"Type=notify", "WatchdogSec=30s", "NotifyAccess=main"} <= set(text.splitlines())
