@@ -169,6 +169,9 @@ class Agent:
         site = self.loaded.site
         log.info("agent_starting", version=__version__, gateway=site.gateway_id,
                  site=site.site_id, config=str(self.loaded.path), config_hash=self.loaded.hash)
+        if self.loaded.notes:
+            log.warning("config_format_upgraded", changes=list(self.loaded.notes),
+                        next_step=f"edge-agent config migrate {self.loaded.path}")
         self._loop = asyncio.get_running_loop()
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="buffer-writer")
         self._queue.put_nowait(self._after_restart())

@@ -17,8 +17,6 @@ from edge_agent.errors import StartupError
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Safety edge agent: polls gas and temperature sensors, raises alarms "
                        "locally, buffers in SQLite and forwards over MQTT.")
-config_app = typer.Typer(no_args_is_help=True, help="Check site configs.")
-app.add_typer(config_app, name="config")
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -59,19 +57,6 @@ def run(config: Annotated[Path, typer.Option("--config", "-c", help="site config
     except StartupError as exc:
         err.print(f"[bold red]cannot start: {escape(str(exc))}[/]")
         raise typer.Exit(1) from None
-
-
-@config_app.command("validate")
-def config_validate(path: Annotated[Path, typer.Argument(help="site config (TOML)")]) -> None:
-    """Check a site config with the daemon's own loader; list every problem."""
-    loaded = load_or_exit(path)
-    site = loaded.site
-    rules = loaded.channels()
-    limits = sum(len(r.limits) for r in rules)
-    channels = len(rules)
-    out.print(f"[green]OK[/] {path}: gateway {site.gateway_id}, site {site.site_id}, "
-              f"{len(site.buses)} bus(es), {len(site.devices)} device(s), {channels} channels, "
-              f"{limits} alarm limits, config hash {loaded.hash[:12]}", highlight=False)
 
 
 @app.command()
@@ -119,10 +104,12 @@ def version() -> None:
 
 # The sub-apps import this module for its consoles and helpers: add them last.
 from edge_agent.cli.buffer import buffer_app  # noqa: E402
+from edge_agent.cli.configure import config_app  # noqa: E402
 from edge_agent.cli.devices import devices_app  # noqa: E402
 from edge_agent.cli.platform_tail import tail_command  # noqa: E402
 from edge_agent.cli.status import alarms_app, status  # noqa: E402
 
+app.add_typer(config_app, name="config")
 app.add_typer(devices_app, name="devices")
 app.add_typer(buffer_app, name="buffer")
 app.add_typer(alarms_app, name="alarms")

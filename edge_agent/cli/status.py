@@ -27,11 +27,11 @@ STYLE = {"alarm": "bold white on red", "fault": "black on yellow", "anomaly": "m
          None: "green"}
 
 
-def ask(config: Path, command: str, **fields: Any) -> dict[str, Any]:
+def ask(config: Path, command: str, timeout_s: float = 10.0, **fields: Any) -> dict[str, Any]:
     """The result of one command to the agent running with ``config``; exits on failure."""
     sock = control.socket_path(cli.load_or_exit(config).site.buffer.path)
     try:
-        reply = control.request(sock, command, **fields)
+        reply = control.request(sock, command, timeout_s, **fields)
     except control.Unreachable as exc:
         cli.fail(str(exc), f"start it (sudo systemctl start edge-agent, or edge-agent run "
                  f"--config {config}) and check `edge-agent logs`")

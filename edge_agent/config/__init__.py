@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from edge_agent.config.defaults import default_limits
 from edge_agent.config.model import (
@@ -71,6 +73,7 @@ class LoadedConfig:
     path: Path
     site: SiteConfig
     profiles: ProfileLibrary
+    notes: tuple[str, ...] = ()  # what upgrading an older config format changed
 
     def channels(self) -> list[ChannelRules]:
         """Every published value of the site in config order, with its rules: the
@@ -107,16 +110,55 @@ class LoadedConfig:
         return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()
 
 
+# --- config format versions ------------------------------------------------------
+# A migration takes a config (a mapping: a plain dict, or a tomlkit document so that
+# `edge-agent config migrate` keeps the comments) from version n to n + 1 in place and
+# says what it changed, in words a technician can check. Version 1 is the first.
+Migration = Callable[[MutableMapping[str, Any]], list[str]]
+MIGRATIONS: dict[int, Migration] = {}  # from version n -> the step to n + 1
+
+
+def config_schema() -> int:
+    """The config format this agent writes and reads natively."""
+    return 1 + len(MIGRATIONS)
+
+
+def migrate(data: MutableMapping[str, Any], path: Path) -> list[str]:
+    """Bring ``data`` to the current format in place; what changed, one line each.
+
+    A config from a newer agent is refused: guessing what its keys mean could
+    silently drop an alarm limit.
+    """
+    found = data.get("schema_version", 1)
+    current = config_schema()
+    if not isinstance(found, int) or found < 1:
+        raise FileError(path, [f"schema_version: {found!r} is not a config format version "
+                               f"(1 to {current})"])
+    if found > current:
+        raise FileError(path, [f"schema_version: {found} was written for a newer edge-agent "
+                               f"(this one reads 1 to {current}); upgrade the agent"])
+    notes = []
+    for version in range(found, current):
+        notes += [f"format {version} -> {version + 1}: {note}"
+                  for note in MIGRATIONS[version](data)]
+    if found < current:
+        data["schema_version"] = current
+    return notes
+
+
 def load_config(path: Path | str) -> LoadedConfig:
     """Read and validate a site config; raise FileError listing every problem.
 
-    Loading does no I/O beyond reading this file and the profiles it names.
+    An older config format is upgraded in memory; ``notes`` says what changed, and
+    `edge-agent config migrate` writes it. Loading does no I/O beyond reading this
+    file and the profiles it names.
     """
     path = Path(path)
     data, text = read_toml(path)
+    notes = migrate(data, path)
     base = path.resolve().parent
     profiles_dir = data.get("profiles_dir")
     library = ProfileLibrary(base / profiles_dir if isinstance(profiles_dir, str) else None)
     site = validate(SiteConfig, data, path=path, text=text,
                     context={"base_dir": base, "profiles": library})
-    return LoadedConfig(path=path, site=site, profiles=library)
+    return LoadedConfig(path=path, site=site, profiles=library, notes=tuple(notes))

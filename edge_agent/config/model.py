@@ -497,6 +497,7 @@ class SiteConfig(BaseModel):
 
     model_config = _Strict
 
+    schema_version: int = Field(1, ge=1, description="the config format's version")
     gateway_id: TopicId
     site_id: TopicId
     profiles_dir: ConfigPath | None = Field(None, description="default: the shipped drivers/")
