@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEMO_SECONDS ?= 60
 
-.PHONY: demo test lint system-packages
+.PHONY: demo test lint install system-packages
 
 demo: $(VENV)/.installed
 	$(BIN)/edge-agent demo --seconds $(DEMO_SECONDS)
@@ -19,6 +19,11 @@ test: $(VENV)/.installed
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
+
+# The service on this gateway, running this checkout's agent. For a production
+# gateway install the agent under /opt instead (systemd/README.md).
+install: $(VENV)/.installed
+	$(SUDO) $(BIN)/edge-agent install
 
 # mosquitto: the demo's and the tests' broker; socat: pseudo-terminals for serial
 # tests; systemd: systemd-analyze checks the unit file; python3-venv: Debian's
