@@ -13,7 +13,6 @@ import difflib
 import json
 import os
 import tempfile
-import tomllib
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -130,10 +129,12 @@ def diff(new: Annotated[Path, typer.Argument(help="the proposed config")], confi
 
 
 def _value(text: str) -> Any:
-    """VALUE as TOML would read it (2.5, true, [1, 2], {a = 1}, "x"); else a plain string."""
+    """VALUE as TOML would read it (2.5, true, [1, 2], {a = 1}, "x"), written as the
+    technician typed it (inline tables stay inline); else a plain string.
+    """
     try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
+        return tomlkit.parse(f"v = {text}")["v"]
+    except TOMLKitError:
         return text
 
 
@@ -155,7 +156,10 @@ def _locate(document: Any, key: str) -> tuple[Any, str]:
             node = found[0]
         elif isinstance(node, dict):
             if part not in node:
-                node[part] = tomlkit.table()
+                # Adding tables inside [[arrays]] is where tomlkit can write invalid TOML;
+                # a technician adds a table with an editor, and validates.
+                raise KeyError(f"there is no table {'.'.join(parents[:i + 1])} yet; add it "
+                               "with an editor, then run edge-agent config validate")
             node = node[part]
         else:
             raise KeyError(f"{'.'.join(parents[:i + 1])} is a value, not a table")
@@ -218,8 +222,8 @@ def set_(key: Annotated[str, typer.Argument(help="dotted key: mqtt.host, "
         old = table.get(last)
         table[last] = _value(value)
     except KeyError as exc:
-        cli.fail(f"{key}: {exc.args[0]}", "address array items by name, e.g. "
-                 "devices.gas1.poll_interval_s or buses.field.timeout_ms")
+        cli.fail(f"{key}: {exc.args[0]}", "keys are dotted, with array items by name: "
+                 "devices.gas1.poll_interval_s, buses.field.timeout_ms, mqtt.host")
     text = tomlkit.dumps(document)
     loaded = _checked_text(config, text)
     backup = _replace(config, text)

@@ -51,11 +51,20 @@ def test_set_writes_a_valid_file_keeps_comments_and_a_backup(plating: Path) -> N
     assert [line for line in before.splitlines() if line.startswith("#")] == [
         line for line in after.splitlines() if line.startswith("#")]
     assert 2.5 == config_module.load_config(plating).site.devices[2].poll_interval_s
+    # an inline table in an item of [[devices]] that is not the last one: that item only
+    result = edge_agent("config", "set", "devices.pickling.channels.co.limits",
+                        "[{level = 1, above = 15}]", "-c", str(plating))
+    assert 0 == result.returncode, result.stderr
+    devices = config_module.load_config(plating).site.devices
+    assert [15.0] == [x.above for x in devices[0].channels["co"].limits]
+    assert [12.9, 25.8] == [x.above for x in devices[1].channels["co"].limits]
 
 
 @pytest.mark.parametrize(("key", "value", "says"), [
     ("mqtt.keepalive_s", "2", "mqtt.keepalive_s (line 79): should be greater than or equal to 5"),
     ("devices.cyanide-lin.poll_interval_s", "2", 'did you mean "cyanide-line"?'),
+    ("devices.pickling.channels.lel.limits", "[{level = 1, above = 15}]",
+     "there is no table devices.pickling.channels.lel yet; add it with an editor"),
     ("mqtt.hots", '"x"', 'mqtt.hots (line 79): unknown key "hots"; did you mean "host"?'),
 ])
 def test_set_refuses_what_would_break_the_config(plating: Path, key: str, value: str,
