@@ -47,6 +47,12 @@ def validate(path: ConfigArg) -> None:
     loaded = cli.load_or_exit(path)
     _notes(loaded)
     site = loaded.site
+    if site.mqtt.tls == "off":
+        cli.err.print(f"[yellow]warning:[/] mqtt.tls is off: data, commands and the password "
+                      f"travel unencrypted to {escape(site.mqtt.host)}", highlight=False)
+    if path.stat().st_mode & 0o004:
+        cli.err.print(f"[yellow]warning:[/] {path} can be read by every user; run chmod o-rwx "
+                      "on it (install sets 0640)", highlight=False)
     rules = loaded.channels()
     cli.out.print(f"[green]OK[/] {path}: gateway {site.gateway_id}, site {site.site_id}, "
                   f"{len(site.buses)} bus(es), {len(site.devices)} device(s), {len(rules)} "

@@ -387,6 +387,10 @@ class Mqtt(BaseModel):
                 problems.append(((key,), 'needs tls = "on"'))
             elif not path.is_file():
                 problems.append(((key,), f"{path} does not exist or is not a file"))
+            elif key in ("key_file", "password_file") and path.stat().st_mode & 0o004:
+                # A secret every local user can read is no secret.
+                problems.append(((key,), f"{path} can be read by every user (mode "
+                                 f"{path.stat().st_mode & 0o777:04o}); run chmod o-rwx on it"))
         if problems:
             raise Problems(problems)
         return self

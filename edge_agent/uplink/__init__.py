@@ -96,6 +96,10 @@ class Uplink:
 
     def _make_client(self) -> mqtt.Client:
         s = self.settings
+        if s.tls == "off":
+            log.warning("mqtt_tls_off", host=s.host, port=s.effective_port,
+                        risk="data, commands and the password travel unencrypted and the "
+                             "broker is not authenticated")
         v5 = s.protocol == "5"
         # reconnect_on_failure=False: our link thread reconnects, with jitter.
         client = mqtt.Client(CallbackAPIVersion.VERSION2,

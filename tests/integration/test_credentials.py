@@ -11,6 +11,7 @@ import pytest
 from edge_agent.demo.broker import Mosquitto
 from edge_agent.demo.platform import PlatformSubscriber
 from simulators import ModbusTcpSimulator
+from tests.integration.test_cli import edge_agent
 from tests.support import SITE, AgentProcess, buffered, wait_until
 
 PASSWORD = "s3cret-Pa55-for-gw-test"
@@ -38,6 +39,7 @@ def test_password_from_a_file_or_the_environment(
     if source == "file":
         secret = tmp_path / "password"
         secret.write_text(PASSWORD + "\n")
+        secret.chmod(0o640)
         extra = f'password_file = "{secret}"'
     else:
         monkeypatch.setenv("GW_TEST_PASSWORD", PASSWORD)  # inherited by the agent process
@@ -60,6 +62,7 @@ def test_wrong_password_is_refused_logged_and_kept_secret(
         tmp_path: Path, locked_broker: Mosquitto, modbus_server: ModbusTcpSimulator) -> None:
     secret = tmp_path / "password"
     secret.write_text("not-the-password")
+    secret.chmod(0o600)
     agent = AgentProcess(config(tmp_path, locked_broker, modbus_server,
                                 f'password_file = "{secret}"')).start()
     try:
@@ -71,3 +74,21 @@ def test_wrong_password_is_refused_logged_and_kept_secret(
     finally:
         agent.kill()
     assert "not-the-password" not in agent.log
+
+
+def test_a_password_file_every_user_can_read_is_refused(
+        tmp_path: Path, locked_broker: Mosquitto, modbus_server: ModbusTcpSimulator) -> None:
+    secret = tmp_path / "password"
+    secret.write_text(PASSWORD)
+    secret.chmod(0o644)
+    site = config(tmp_path, locked_broker, modbus_server, f'password_file = "{secret}"')
+    result = edge_agent("config", "validate", str(site))
+    assert 1 == result.returncode
+    assert (f"{secret} can be read by every user (mode 0644); run chmod o-rwx on it"
+            ) in result.stderr
+    assert "mqtt.password_file (line " in result.stderr
+    secret.chmod(0o640)
+    shown = edge_agent("config", "show", "-c", str(site), "--json")
+    assert 0 == shown.returncode, shown.stderr
+    assert str(secret) in shown.stdout
+    assert PASSWORD not in shown.stdout + shown.stderr  # the path, never the secret
