@@ -19,6 +19,7 @@ import math
 import os
 import signal
 import sqlite3
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -696,14 +697,18 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def run(loaded: LoadedConfig) -> None:
-    """Run the agent in this process until SIGTERM or SIGINT."""
+def run(loaded: LoadedConfig, early_stop: threading.Event | None = None) -> None:
+    """Run the agent in this process until SIGTERM or SIGINT (or ``early_stop``, a
+    SIGTERM that came while the process was starting).
+    """
 
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        if early_stop is not None and early_stop.is_set():
+            stop.set()
         await Agent(loaded).run(stop)
 
     asyncio.run(main())

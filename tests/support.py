@@ -98,10 +98,14 @@ class AgentProcess:
 
 
 def buffered(path: Path) -> dict[str, int]:
-    """Rows waiting in a buffer file, read from outside the agent."""
+    """Rows waiting in a buffer file, read from outside the agent (none while the agent
+    is still creating the file)."""
     with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5) as conn:
-        return {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
-                for t in ("samples", "events")}
+        try:
+            return {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+                    for t in ("samples", "events")}
+        except sqlite3.OperationalError:  # no such table yet
+            return {"samples": 0, "events": 0}
 
 
 def last_seq(path: Path) -> int:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+import threading
 from pathlib import Path
 from typing import Annotated, NoReturn
 
@@ -44,12 +46,16 @@ def run(config: Annotated[Path, typer.Option("--config", "-c", help="site config
         log_level: Annotated[str, typer.Option(help="debug, info, warning or error")] = "info",
         ) -> None:
     """Run the agent until SIGTERM or Ctrl-C."""
+    # systemd may stop an agent that is still starting (loading numba takes a moment):
+    # remember a SIGTERM from now on and stop cleanly once running, instead of dying.
+    early_stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: early_stop.set())
     from edge_agent import daemon, log
 
     log.configure(log_level)
     loaded = load_or_exit(config)
     try:
-        daemon.run(loaded)
+        daemon.run(loaded, early_stop)
     except BufferUnavailable as exc:
         err.print(f"[bold red]{escape(str(exc))}[/]\nCheck buffer.path in {config} and that "
                   "this user may create and write files in its directory.")

@@ -1,0 +1,104 @@
+"""Faults of the platform link: a broker that never acknowledges, a link that comes
+and goes, a SIGTERM in the middle of a drain. In each, polling goes on and nothing
+committed is lost."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edge_agent.demo.broker import Mosquitto
+from edge_agent.demo.platform import PlatformSubscriber
+from tests.faults.net import Proxy, SilentBroker
+from tests.integration.test_pipeline import GATEWAY, all_seqs, assert_complete
+from tests.support import AgentProcess, buffered, last_seq, wait_until
+
+
+def test_broker_that_never_acknowledges_keeps_every_row_buffered(
+        site_config: Path, broker: Mosquitto, platform: PlatformSubscriber,
+        tmp_path: Path) -> None:
+    """A broker that takes the connection and the publishes but sends no PUBACK: the
+    window fills, nothing leaves the buffer, polling continues; a real broker on the
+    same port later gets everything."""
+    buffer = tmp_path / "buffer.db"
+    broker.stop()
+    with SilentBroker(broker.port) as silent:
+        agent = AgentProcess(site_config).start()
+        try:
+            wait_until(lambda: silent.publishes >= 4, 15, "the window of 4 published")
+            seen = last_seq(buffer)
+            wait_until(lambda: last_seq(buffer) >= seen + 35, 10, "five more polls committed")
+            assert buffered(buffer)["samples"] + buffered(buffer)["events"] == last_seq(buffer)
+            assert silent.publishes <= 4 + 1  # the window (and the status), nothing more
+        except BaseException:
+            agent.kill()
+            raise
+    broker.start()  # the silent one is gone: the agent reconnects to a real broker
+    try:
+        view = platform.gateways[GATEWAY]
+        assert platform.wait_for(lambda: set(range(1, seen + 36)) <= set(all_seqs(platform)),
+                                 30), agent.log
+        assert 0 == agent.stop()
+    finally:
+        agent.kill()
+    assert view.status["state"] == "offline"
+    assert_complete(platform, buffer)
+
+
+def test_flapping_link_loses_nothing(site_config: Path, broker: Mosquitto,
+                                     platform: PlatformSubscriber, tmp_path: Path) -> None:
+    """Five cuts of the link between agent and broker, each while the agent publishes."""
+    buffer = tmp_path / "buffer.db"
+    with Proxy(broker.port) as link:
+        site_config.write_text(site_config.read_text().replace(
+            f"port = {broker.port}", f"port = {link.port}"))
+        agent = AgentProcess(site_config).start()
+        try:
+            for flap in range(1, 6):
+                wait_until(lambda: agent.log.count("uplink_connected") >= flap,  # noqa: B023
+                           20, f"connection {flap}")
+                link.cut()
+                seen = last_seq(buffer)
+                wait_until(lambda: last_seq(buffer) >= seen + 14, 10,  # noqa: B023
+                           "polls while cut")
+                link.restore()
+            final = last_seq(buffer)
+            assert platform.wait_for(lambda: set(range(1, final + 1)) <= set(
+                all_seqs(platform)), 30), agent.log
+            assert 0 == agent.stop()
+        finally:
+            agent.kill()
+    assert agent.log.count("uplink_connected") == 6
+    assert_complete(platform, buffer)
+
+
+def test_sigterm_during_a_drain_stops_in_time_and_keeps_the_rest(
+        site_config: Path, broker: Mosquitto, platform: PlatformSubscriber,
+        tmp_path: Path) -> None:
+    """A backlog drains; SIGTERM arrives part-way: the agent stops within its drain
+    budget, what was not acknowledged stays buffered, and the next run sends it."""
+    buffer = tmp_path / "buffer.db"
+    site_config.write_text(site_config.read_text().replace("inflight_window = 4",
+                                                           "inflight_window = 1"))
+    broker.stop()
+    agent = AgentProcess(site_config).start()
+    try:
+        wait_until(lambda: buffer.exists() and buffered(buffer)["samples"] >= 300, 60,
+                   "a backlog")
+        broker.start()
+        view = platform.gateways[GATEWAY]
+        assert platform.wait_for(lambda: len(view.sample_seqs) >= 20, 20), agent.log
+        assert 0 == agent.stop(timeout_s=20)
+    finally:
+        agent.kill()
+    committed = last_seq(buffer)
+    connects = agent.log.count("uplink_connected")  # the two runs share one log file
+    again = AgentProcess(site_config).start()
+    try:
+        assert platform.wait_for(lambda: set(range(1, committed + 1)) <= set(
+            all_seqs(platform)), 30), again.log
+        wait_until(lambda: again.log.count("uplink_connected") > connects, 15,
+                   "the second run connected")
+        assert 0 == again.stop()
+    finally:
+        again.kill()
+    assert_complete(platform, buffer)
