@@ -134,7 +134,8 @@ class Proxy:
 
     def restore(self) -> None:
         with self._lock:
-            self._listen()
+            if self._server is None:
+                self._listen()
         self._up.set()
 
     def _serve(self) -> None:
