@@ -57,6 +57,8 @@ _JUDGED = (Quality.GOOD, Quality.OUT_OF_RANGE)
 BUFFER_FULL = "agent:buffer:full"
 FULL_CLEARS = 0.9
 BUFFER_CORRUPT = "agent:buffer:corrupt"  # the file was moved aside at start
+BUFFER_WRITE = "agent:buffer:write_failed"  # commits fail: disk full, I/O error, locked
+PENDING_MAX = 100_000  # samples held in memory while nothing can be written (~10 MB)
 # Faults of one sensor, raised while its samples have one of these qualities
 # (their keys come from site_rules.QUALITY_FAULTS).
 CHANNEL_FAULTS = {"sensor_fault": (Quality.DEVICE_FAULT, Quality.BAD),
@@ -132,7 +134,8 @@ class Agent:
         self.loaded = loaded
         self._config_text = loaded.path.read_text(encoding="utf-8")
         # Faults of the agent itself that a restart ends.
-        self._task_keys = {_task_key("record"), _task_key("commands"), BUFFER_CORRUPT} | {
+        self._task_keys = {_task_key("record"), _task_key("commands"), BUFFER_CORRUPT,
+                           BUFFER_WRITE} | {
             _task_key(f"bus:{b.name}") for b in site.buses}
         spec = site_spec(loaded, [f"{d.name}:{f}" for d in site.devices for f in FAULTS]
                          + sorted(self._task_keys) + [BUFFER_FULL]
@@ -320,11 +323,19 @@ class Agent:
             try:
                 await loop.run_in_executor(self._writer, self._commit_pending)
                 self._counted()
+                if failures:
+                    log.info("buffer_write_recovered", after_attempts=failures)
+                    self._queue.put_nowait(self.engine.fault(BUFFER_WRITE, False, _now_ms(), {
+                        "after_attempts": failures}))
                 delay, failures = 0.1, 0
             except sqlite3.Error as exc:
                 failures += 1
                 log.error("buffer_write_failed", error=str(exc), attempt=failures,
                           waiting_samples=len(self._pending_samples))
+                if failures == 1:  # stored with the rest once writing works again
+                    self._pending.extend(self.engine.fault(BUFFER_WRITE, True, _now_ms(), {
+                        "error": str(exc)}))
+                self._bound_pending()
                 if stopping and failures >= 3:
                     log.error("stopped_with_unstored_samples", samples=len(self._pending_samples),
                               events=len(self._pending.events))
@@ -337,6 +348,17 @@ class Agent:
             checkpoints = []
             if stopping:
                 return
+
+    def _bound_pending(self) -> None:
+        """While nothing can be written (disk full, a locked file), keep the newest
+        PENDING_MAX samples in memory and drop the oldest, counted as evicted; events
+        are all kept. Alarms are judged and actions driven all the while.
+        """
+        excess = len(self._pending_samples) - PENDING_MAX
+        if excess > 0:
+            del self._pending_samples[:excess]
+            self.counters["evicted"] += excess
+            log.warning("pending_samples_dropped", samples=excess, kept=PENDING_MAX)
 
     def _take_queued(self) -> list[object]:
         batch = []

@@ -215,8 +215,11 @@ class Uplink:
                     self.client.reconnect()
                 first = False
             except (OSError, ssl.SSLError) as exc:
-                log.warning("uplink_connect_failed", host=s.host, port=s.effective_port,
-                            error=str(exc), retry_bound_s=self._backoff.bound_s)
+                # The first failure of a run of them is a warning; the retries of a long
+                # outage would only flood the journal.
+                report = log.warning if self._backoff.attempt == 0 else log.debug
+                report("uplink_connect_failed", host=s.host, port=s.effective_port,
+                       error=str(exc), retry_bound_s=self._backoff.bound_s)
                 self._stop.wait(self._backoff.next())
                 continue
             self.client.loop_start()
