@@ -40,6 +40,7 @@ from edge_agent.acquisition import (
 from edge_agent.actions import ENDS, Actions, fault_key
 from edge_agent.alarms import AlarmEngine, Outcome
 from edge_agent.buffer import Buffer
+from edge_agent.clock import AgentClock, synchronised
 from edge_agent.commands import CommandError
 from edge_agent.config import FileError, LoadedConfig, load_config
 from edge_agent.records import CoreState, Event, Quality, Sample
@@ -59,6 +60,7 @@ FULL_CLEARS = 0.9
 BUFFER_CORRUPT = "agent:buffer:corrupt"  # the file was moved aside at start
 BUFFER_WRITE = "agent:buffer:write_failed"  # commits fail: disk full, I/O error, locked
 PENDING_MAX = 100_000  # samples held in memory while nothing can be written (~10 MB)
+CLOCK_STEP_S = 2.0  # a wall clock step larger than this is logged
 # Faults of one sensor, raised while its samples have one of these qualities
 # (their keys come from site_rules.QUALITY_FAULTS).
 CHANNEL_FAULTS = {"sensor_fault": (Quality.DEVICE_FAULT, Quality.BAD),
@@ -99,6 +101,7 @@ class Agent:
         self._latest: dict[str, Sample] = {}  # channel -> its newest sample, for `status`
         self._acked: set[str] = set()  # ids of active episodes someone acknowledged
         self._lag, self._cpu = health.LoopLag(), health.CpuMeter()
+        self._clock, self._step_logged = AgentClock(), 0.0
         self._answer_changed = asyncio.Event()
         self.final_depth: dict[str, int] | None = None  # rows left in the buffer at stop
         self._queue: asyncio.Queue[object] = asyncio.Queue()
@@ -163,6 +166,8 @@ class Agent:
             "cpu_percent": self._cpu.percent(),
             **self._lag.report(),
             "numba_cache": health.numba_cache(),
+            "clock": {"synchronised": synchronised(),
+                      "wall_step_s": round(self._clock.step_s(), 3)},
             "buses": {b.name: b.stats.report() for b in self.buses},
             "actions": self.actions.state(),
         }
@@ -375,7 +380,12 @@ class Agent:
         ts_ms = result.samples[0].ts_ms
         outcome = self.engine.judge(
             {s.channel: s.value if s.quality in _JUDGED else math.nan for s in result.samples},
-            ts_ms)
+            ts_ms, self._clock.at(result.mono_s))
+        if abs((step := self._clock.step_s()) - self._step_logged) > CLOCK_STEP_S:
+            log.warning("wall_clock_stepped", by_s=round(step - self._step_logged, 3),
+                        from_start_s=round(step, 3), note="alarm windows run on the "
+                        "monotonic clock and are not affected; sample times follow the wall")
+            self._step_logged = step
         for fault in FAULTS:
             outcome.extend(self.engine.fault(
                 f"{result.device}:{fault}", result.fault == fault, ts_ms,

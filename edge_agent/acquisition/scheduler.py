@@ -93,6 +93,7 @@ class PollResult:
     samples: list[Sample]
     fault: str | None = None  # one of FAULTS
     error: str | None = None  # what went wrong, for the fault event and the log
+    mono_s: float = field(default_factory=time.monotonic)  # when, on a clock NTP cannot step
 
 
 @dataclass

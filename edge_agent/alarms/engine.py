@@ -236,17 +236,20 @@ class AlarmEngine:
         self._orphans.clear()
         return out
 
-    def judge(self, values: dict[str, float], ts_ms: int) -> Outcome:
+    def judge(self, values: dict[str, float], ts_ms: int, t: float | None = None) -> Outcome:
         """Run every rule on one poll result (channel -> value, NaN if no fresh reading).
 
-        Every rule is stepped, not only those of the polled channels, so delays and
-        windows run on time whichever device was polled.
+        ``ts_ms`` is the wall time the events carry; ``t``, in seconds, is the time
+        the kernels run on (default: the same), which the daemon keeps free of wall
+        clock steps (edge_agent/clock.py). Every rule is stepped, not only those of
+        the polled channels, so delays and windows run on time whichever device was
+        polled.
         """
         x = np.full(len(self.specs), np.nan)
         for name, value in values.items():
             x[self.channels[name]] = value
         out = Outcome()
-        self._step_kernels(x, ts_ms / 1000, out, ts_ms)
+        self._step_kernels(x, ts_ms / 1000 if t is None else t, out, ts_ms)
         return out
 
     def _step_kernels(self, x: np.ndarray, t: float, out: Outcome, ts_ms: int) -> None:

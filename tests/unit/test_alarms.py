@@ -267,3 +267,28 @@ def test_alarm_snapshot_restores_every_kernel() -> None:
     # the on-delay started before the restart completes after it
     assert [("gas1.co:above:1", "raised")] == transitions(
         second.judge({"gas1.co": 60.0}, 10**9 + 620 * 1000))
+
+
+def _twa_after_a_clock_step(step_s: int, kernels_on_wall: bool) -> float:
+    """CO at 20 ppm for 7 hours, polled every minute, with the wall clock stepped by
+    ``step_s`` one hour in (NTP on a Pi without RTC): the moving 8-hour TWA at the end.
+    The kernels run on the jump-free clock unless ``kernels_on_wall``."""
+    alarms = engine(site(ChannelSpec("gas1.co", "gas1", "ppm",
+                                     exposure=ExposureSpec(None, 17.17, max_gap_s=60.0))))
+    for minute in range(7 * 60):
+        wall_ms = 1_000_000_000 + (minute * 60 + (step_s if minute >= 60 else 0)) * 1000
+        t = None if kernels_on_wall else 1_000_000.0 + minute * 60
+        alarms.judge({"gas1.co": 20.0}, wall_ms, t)
+    return float(alarms.exposure.twa[0])
+
+
+@pytest.mark.parametrize("step_s", [-7200, 7200])
+def test_a_wall_clock_step_does_not_move_exposure_windows(step_s: int) -> None:
+    """Kernels on the monotonic-based clock: a 2 h step of the wall clock leaves the TWA
+    as it is (20 ppm × 7 h / 8 h = 17.5). On the wall clock, a step forward would push
+    the first hour out of the 8-hour window and understate the exposure."""
+    steady = _twa_after_a_clock_step(0, kernels_on_wall=False)
+    assert steady == pytest.approx(17.5, abs=0.1)
+    assert steady == _twa_after_a_clock_step(step_s, kernels_on_wall=False)
+    if step_s > 0:
+        assert _twa_after_a_clock_step(step_s, kernels_on_wall=True) < steady - 2

@@ -1,0 +1,55 @@
+"""Time for the alarm kernels that NTP cannot move.
+
+A Raspberry Pi has no real-time clock: it boots with the time it saved at shutdown
+(or 1970), and the wall clock steps by hours when NTP first syncs, or backwards
+when a bad server answers. Exposure windows (STEL 15 min, TWA 8 h), rates of rise
+and delays must not jump with it, so the kernels run on the wall clock as read
+at start, advanced by the monotonic clock. Samples and events keep the wall time,
+which is what the platform shows; how far it has moved from ours is reported.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import time
+from collections.abc import Callable
+
+TIME_ERROR = 5  # adjtimex: the kernel's clock is not synchronised (Linux timex.h)
+
+
+class AgentClock:
+    """``at(mono)``: the kernels' seconds for a monotonic reading; ``step_s()``: how
+    far the wall clock has moved from them since start (an NTP step, or drift).
+
+    >>> wall, mono = [1000.0], [5.0]
+    >>> clock = AgentClock(lambda: wall[0], lambda: mono[0])
+    >>> mono[0], wall[0] = 65.0, 1060.0 - 7200   # a minute later, NTP stepped back 2 h
+    >>> clock.at(mono[0]), round(clock.step_s())
+    (1060.0, -7200)
+    """
+
+    def __init__(self, wall: Callable[[], float] = time.time,
+                 mono: Callable[[], float] = time.monotonic) -> None:
+        self._wall, self._mono = wall, mono
+        self._wall0, self._mono0 = wall(), mono()
+
+    def at(self, mono: float) -> float:
+        return self._wall0 + (mono - self._mono0)
+
+    def now(self) -> float:
+        return self.at(self._mono())
+
+    def step_s(self) -> float:
+        return self._wall() - self.now()
+
+
+def synchronised() -> bool | None:
+    """Whether the kernel says its clock is synchronised (NTP); None if it cannot say."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        timex = ctypes.create_string_buffer(512)  # struct timex, modes = 0: only read
+        state = libc.adjtimex(timex)
+    except (OSError, AttributeError):
+        return None
+    return None if state < 0 else state != TIME_ERROR
