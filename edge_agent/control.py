@@ -74,6 +74,8 @@ def request(path: Path, command: str, timeout_s: float = 10.0, **fields: Any) ->
         except PermissionError:
             raise Unreachable(f"no permission to use {path}; run as the agent's user or a "
                               "member of its group (sudo -u edge-agent ...)") from None
+        except OSError as exc:  # e.g. a path longer than a unix socket may have
+            raise Unreachable(f"cannot reach the agent at {path}: {exc}") from None
         sock.sendall(json.dumps({"command": command, **fields}).encode() + b"\n")
         data = bytearray()
         try:

@@ -198,13 +198,18 @@ class Agent:
             helpers.append(asyncio.create_task(watchdog.feed(self._tick, every_s),
                                                name="watchdog"))
         sock = control.socket_path(site.buffer.path)
-        local = await control.serve(sock, self._local_command)
+        try:
+            local: asyncio.Server | None = await control.serve(sock, self._local_command)
+        except OSError as exc:  # the CLI's window on the agent; never a reason to stop it
+            log.error("control_socket_failed", path=str(sock), error=str(exc))
+            local = None
         watchdog.notify("READY=1")
         await stop.wait()
         log.info("agent_stopping")
         watchdog.notify("STOPPING=1")
-        local.close()
-        sock.unlink(missing_ok=True)
+        if local is not None:
+            local.close()
+            sock.unlink(missing_ok=True)
         for task in helpers:
             task.cancel()
         await asyncio.gather(*helpers, return_exceptions=True)

@@ -88,3 +88,24 @@ def test_status_after_a_kill_says_the_agent_stopped(site_config: Path, tmp_path:
     result = edge_agent("status", "-c", str(site_config))
     assert 1 == result.returncode
     assert "it has stopped or was killed" in result.stderr
+
+
+def test_an_agent_whose_control_socket_cannot_be_made_still_runs(
+        site_config: Path, tmp_path: Path, platform: PlatformSubscriber) -> None:
+    """A unix socket path is limited to 107 bytes: with the buffer that deep, the local
+    window cannot open, and the agent polls, judges and publishes all the same."""
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    site_config.write_text(site_config.read_text().replace(
+        str(tmp_path / "buffer.db"), str(deep / "buffer.db")))
+    agent = AgentProcess(site_config).start()
+    try:
+        view = platform.gateways["gw-test"]
+        assert platform.wait_for(lambda: len(view.sample_seqs) >= 7, 15), agent.log
+        assert "control_socket_failed" in agent.log
+        result = edge_agent("status", "-c", str(site_config))
+        assert 1 == result.returncode
+        assert "cannot reach the agent at " in result.stderr
+        assert "Traceback" not in result.stderr
+        assert 0 == agent.stop()
+    finally:
+        agent.kill()
