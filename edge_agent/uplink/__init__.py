@@ -155,7 +155,8 @@ class Uplink:
     def _on_connect(self, client: mqtt.Client, _userdata: Any, _flags: Any,
                     reason_code: Any, _properties: Any) -> None:
         if reason_code.is_failure:
-            log.warning("uplink_refused", host=self.settings.host, reason=str(reason_code))
+            report = log.warning if self._backoff.attempt == 0 else log.debug  # as below
+            report("uplink_refused", host=self.settings.host, reason=str(reason_code))
             return
         log.info("uplink_connected", host=self.settings.host,
                  port=self.settings.effective_port, protocol=self.settings.protocol)
