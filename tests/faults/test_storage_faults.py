@@ -5,13 +5,20 @@ the failure is a fault, and once writing works again nothing polled is lost."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import resource
 import sqlite3
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
+from edge_agent import daemon
+from edge_agent.config import load_config
 from simulators import SimulatedDevice
 from tests.support import REPO, last_seq, wait_until
 
@@ -60,3 +67,39 @@ def test_full_disk_keeps_polling_and_loses_nothing_once_space_returns(
     assert failures[-1]["waiting_samples"] > 0
     assert last_seq(buffer) >= stored + failures[-1]["waiting_samples"]
     assert "pending_samples_dropped" not in log_path.read_text()
+
+
+def test_unstored_samples_are_bounded_in_memory(
+        site_config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """While nothing can be written (here a technician's sqlite3 holds the write lock),
+    the agent keeps only the newest PENDING_MAX samples, counts the rest as evicted,
+    and stores what it kept once the lock goes."""
+    monkeypatch.setattr(daemon, "PENDING_MAX", 30)
+    buffer = tmp_path / "buffer.db"
+
+    async def scenario() -> tuple[int, int, int]:
+        stop = asyncio.Event()
+        agent = daemon.Agent(load_config(site_config))
+        running = asyncio.create_task(agent.run(stop))
+        await _until(lambda: last_seq(buffer) > 0)
+        lock = sqlite3.connect(buffer, timeout=5, isolation_level=None)
+        lock.execute("BEGIN EXCLUSIVE")
+        locked_at = last_seq(buffer)
+        await _until(lambda: agent.counters["evicted"] > 0, 40)
+        lock.execute("ROLLBACK")
+        lock.close()
+        await _until(lambda: last_seq(buffer) >= locked_at + 30, 20)
+        stop.set()
+        await running
+        return locked_at, last_seq(buffer), agent.counters["evicted"]
+
+    locked_at, stored, evicted = asyncio.run(scenario())
+    assert evicted > 0
+    assert stored >= locked_at + 30  # the newest 30 waited in memory and were stored
+
+
+async def _until(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.05)
