@@ -38,6 +38,7 @@ from edge_agent.demo.broker import Mosquitto, free_port
 from edge_agent.demo.platform import PlatformSubscriber
 from edge_agent.profiles import ProfileLibrary
 from simulators import ModbusTcpSimulator, SimulatedDevice
+from tests.support import last_seq
 
 UNITS_PER_SERVER = 200
 SITE = """gateway_id = "gw-{i:04d}"
@@ -142,7 +143,7 @@ async def fleet_run(n: int, work: Path) -> dict[str, float]:
         messages = sum(a.uplink.delivered["messages"] for a in agents)
         lost = 0
         for i in range(n):
-            last = _last_seq(work / f"gw{i:04d}" / "buffer.db")
+            last = last_seq(work / f"gw{i:04d}" / "buffer.db")
             got = telemetry.gateways[f"gw-{i:04d}"].sample_seqs | {
                 e["seq"] for e in platform.gateways[f"gw-{i:04d}"].events}
             lost += len(set(range(1, last + 1)) - got)
@@ -161,13 +162,6 @@ async def fleet_run(n: int, work: Path) -> dict[str, float]:
 def _raised(arrivals: list, lock: threading.Lock) -> int:
     with lock:
         return sum(1 for _, e in arrivals if e.get("transition") == "raised")
-
-
-def _last_seq(path: Path) -> int:
-    import sqlite3
-
-    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
-        return int(conn.execute("SELECT value FROM meta WHERE key = 'next_seq'").fetchone()[0]) - 1
 
 
 async def _until(condition, timeout_s: float) -> None:
