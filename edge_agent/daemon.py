@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +60,7 @@ FULL_CLEARS = 0.9
 BUFFER_CORRUPT = "agent:buffer:corrupt"  # the file was moved aside at start
 BUFFER_WRITE = "agent:buffer:write_failed"  # commits fail: disk full, I/O error, locked
 PENDING_MAX = 100_000  # samples held in memory while nothing can be written (~10 MB)
-CLOCK_STEP_S = 2.0  # a wall clock step larger than this is logged
+CLOCK_STEP_S = 2.0  # a wall clock step larger than this is logged (and maybe corrected)
 # Faults of one sensor, raised while its samples have one of these qualities
 # (their keys come from site_rules.QUALITY_FAULTS).
 CHANNEL_FAULTS = {"sensor_fault": (Quality.DEVICE_FAULT, Quality.BAD),
@@ -101,7 +101,11 @@ class Agent:
         self._latest: dict[str, Sample] = {}  # channel -> its newest sample, for `status`
         self._acked: set[str] = set()  # ids of active episodes someone acknowledged
         self._lag, self._cpu = health.LoopLag(), health.CpuMeter()
-        self._clock, self._step_logged = AgentClock(), 0.0
+        # The wall clock against the kernels' clock: its steps, and whether it was
+        # synchronised before one (then this run's times are corrected by the step).
+        self._clock, self._offset_s, self._synced = AgentClock(), 0.0, synchronised()
+        self._shifts: list[tuple[int, int, int]] = []  # (first seq, last seq, ms) to apply
+        self._run_first_seq = self.buffer.last_seq() + 1
         self._answer_changed = asyncio.Event()
         self.final_depth: dict[str, int] | None = None  # rows left in the buffer at stop
         self._queue: asyncio.Queue[object] = asyncio.Queue()
@@ -167,7 +171,7 @@ class Agent:
             **self._lag.report(),
             "numba_cache": health.numba_cache(),
             "clock": {"synchronised": synchronised(),
-                      "wall_step_s": round(self._clock.step_s(), 3)},
+                      "wall_step_s": round(self._offset_s, 3)},
             "buses": {b.name: b.stats.report() for b in self.buses},
             "actions": self.actions.state(),
         }
@@ -359,6 +363,30 @@ class Agent:
             if stopping:
                 return
 
+    def _follow_wall_clock(self, offset_s: float) -> None:
+        """``offset_s``: this poll's wall time minus the kernels' clock. When it jumps,
+        the wall clock was stepped between the previous poll and this one. If the
+        clock was not synchronised before (a Pi without RTC, before NTP), the times of
+        this run's rows still on the gateway are corrected by the step; a step of a
+        synchronised clock is only reported.
+        """
+        step = offset_s - self._offset_s
+        if abs(step) <= CLOCK_STEP_S:
+            self._offset_s += step / 100  # follow slow drift, not steps
+        else:
+            self._offset_s = offset_s
+            corrected = self._synced is False
+            if corrected:
+                delta_ms = round(step * 1000)
+                self._pending_samples = [replace(s, ts_ms=s.ts_ms + delta_ms)
+                                         for s in self._pending_samples]
+                self._pending.events[:] = [replace(e, ts_ms=e.ts_ms + delta_ms)
+                                           for e in self._pending.events]
+                self._shifts.append((self._run_first_seq, self.buffer.last_seq(), delta_ms))
+            log.warning("wall_clock_stepped", by_s=round(step, 3), times_corrected=corrected,
+                        note="alarm windows run on the monotonic clock and are not affected")
+        self._synced = synchronised()  # as it was before the next poll
+
     def _bound_pending(self) -> None:
         """While nothing can be written (disk full, a locked file), keep the newest
         PENDING_MAX samples in memory and drop the oldest, counted as evicted; events
@@ -383,14 +411,10 @@ class Agent:
         holds the alarm state where it is, and its cause is a fault of its own.
         """
         ts_ms = result.samples[0].ts_ms
+        self._follow_wall_clock(ts_ms / 1000 - self._clock.at(result.mono_s))
         outcome = self.engine.judge(
             {s.channel: s.value if s.quality in _JUDGED else math.nan for s in result.samples},
             ts_ms, self._clock.at(result.mono_s))
-        if abs((step := self._clock.step_s()) - self._step_logged) > CLOCK_STEP_S:
-            log.warning("wall_clock_stepped", by_s=round(step - self._step_logged, 3),
-                        from_start_s=round(step, 3), note="alarm windows run on the "
-                        "monotonic clock and are not affected; sample times follow the wall")
-            self._step_logged = step
         for fault in FAULTS:
             outcome.extend(self.engine.fault(
                 f"{result.device}:{fault}", result.fault == fault, ts_ms,
@@ -417,6 +441,12 @@ class Agent:
     def _commit_pending(self) -> None:
         """On the writer thread: store everything judged so far in one transaction."""
         pending, samples, state = self._pending, self._pending_samples, self._pending_state
+        while self._shifts:
+            first, last, delta_ms = self._shifts[0]
+            moved = self.buffer.shift_times(first, last, delta_ms)
+            log.info("times_corrected", rows=moved, by_ms=delta_ms, first_seq=first,
+                     last_seq=last)
+            self._shifts.pop(0)
         if not samples and not pending.events and not state:
             return
         self.buffer.commit_cycle(samples, pending.events, pending.raised, pending.ended,

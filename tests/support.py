@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import signal
@@ -24,6 +25,16 @@ def wait_until(condition: Callable[[], object], timeout_s: float = 10.0,
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
         time.sleep(0.02)
+
+
+async def wait_until_async(condition: Callable[[], object], timeout_s: float = 10.0,
+                           what: str = "condition") -> None:
+    """``wait_until`` for a test that runs the agent in its own event loop."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        await asyncio.sleep(0.05)
 
 
 SITE = """\

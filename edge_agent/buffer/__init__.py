@@ -309,6 +309,20 @@ class Buffer:
         return {t: self.db.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
                 for t in ("events", "samples")}
 
+    def shift_times(self, first_seq: int, last_seq: int, delta_ms: int) -> int:
+        """Move the times of the rows ``first_seq`` .. ``last_seq`` still here by
+        ``delta_ms`` (a clock corrected by NTP); return how many rows moved.
+        """
+        with self._writing():
+            moved = self.db.execute(
+                "UPDATE samples SET ts_ms = ts_ms + ? WHERE seq BETWEEN ? AND ?",
+                [delta_ms, first_seq, last_seq]).rowcount
+            moved += self.db.execute(
+                "UPDATE events SET ts_ms = ts_ms + ?1, body = json_set(body, '$.ts', "
+                "json_extract(body, '$.ts') + ?1) WHERE seq BETWEEN ?2 AND ?3",
+                [delta_ms, first_seq, last_seq]).rowcount
+        return int(moved)
+
     def purge(self, table: str, before_ms: int | None = None) -> int:
         """A technician's deletion of undelivered rows (all, or older than ``before_ms``)."""
         if table not in ("events", "samples"):

@@ -11,8 +11,6 @@ import resource
 import sqlite3
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,7 +18,7 @@ import pytest
 from edge_agent import daemon
 from edge_agent.config import load_config
 from simulators import SimulatedDevice
-from tests.support import REPO, last_seq, wait_until
+from tests.support import REPO, last_seq, wait_until, wait_until_async
 
 LIMIT = 400_000
 
@@ -81,14 +79,14 @@ def test_unstored_samples_are_bounded_in_memory(
         stop = asyncio.Event()
         agent = daemon.Agent(load_config(site_config))
         running = asyncio.create_task(agent.run(stop))
-        await _until(lambda: last_seq(buffer) > 0)
+        await wait_until_async(lambda: last_seq(buffer) > 0)
         lock = sqlite3.connect(buffer, timeout=5, isolation_level=None)
         lock.execute("BEGIN EXCLUSIVE")
         locked_at = last_seq(buffer)
-        await _until(lambda: agent.counters["evicted"] > 0, 40)
+        await wait_until_async(lambda: agent.counters["evicted"] > 0, 40)
         lock.execute("ROLLBACK")
         lock.close()
-        await _until(lambda: last_seq(buffer) >= locked_at + 30, 20)
+        await wait_until_async(lambda: last_seq(buffer) >= locked_at + 30, 20)
         stop.set()
         await running
         return locked_at, last_seq(buffer), agent.counters["evicted"]
@@ -97,9 +95,3 @@ def test_unstored_samples_are_bounded_in_memory(
     assert evicted > 0
     assert stored >= locked_at + 30  # the newest 30 waited in memory and were stored
 
-
-async def _until(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.05)

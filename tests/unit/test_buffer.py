@@ -179,3 +179,14 @@ def test_buffer_core_state_round_trip(tmp_path: Path) -> None:
     assert ["gas1.co:above:1"] == keys
     assert 12.5 == arrays["since"][0]
     assert arrays["active"].dtype == np.bool_
+
+
+def test_shift_times_moves_rows_of_a_range_and_event_bodies(tmp_path: Path) -> None:
+    """An NTP step corrects the times of rows taken before it, in the columns and in
+    the events' published bodies alike; rows outside the range stay."""
+    buffer = Buffer(tmp_path / "b.db")
+    buffer.commit_cycle(samples(2, ts=1_000), [alarm()])  # seq 1 (event), 2, 3
+    buffer.commit_cycle(samples(1, ts=9_000), [])  # seq 4: after the step
+    assert 3 == buffer.shift_times(1, 3, 7_200_000)
+    assert [7_201_000, 7_201_000, 9_000] == [r.ts_ms for r in buffer.samples_after(0, 10)]
+    assert 7_201_000 == buffer.events_after(0, 1)[0].body["ts"]
