@@ -137,7 +137,9 @@ def test_buffer_of_version_1_is_migrated_and_keeps_its_rows(tmp_path: Path) -> N
 
 def test_buffer_from_a_newer_agent_is_refused_not_touched(tmp_path: Path) -> None:
     path = tmp_path / "b.db"
-    Buffer(path).db.execute("UPDATE meta SET value = 99 WHERE key = 'schema_version'")
+    newer = Buffer(path)
+    newer.db.execute("UPDATE meta SET value = 99 WHERE key = 'schema_version'")
+    newer.close()  # the last connection: its WAL is checkpointed into the file now
     before = path.read_bytes()
     with pytest.raises(BufferUnavailable, match="schema version 99 was written by a newer"):
         Buffer(path)
