@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import time
 from collections.abc import Callable
 
@@ -44,12 +45,22 @@ class AgentClock:
         return self._wall() - self.now()
 
 
-def synchronised() -> bool | None:
-    """Whether the kernel says its clock is synchronised (NTP); None if it cannot say."""
+@functools.cache
+def _adjtimex() -> Callable[[ctypes.Array[ctypes.c_char]], int] | None:
+    """The C library's adjtimex, looked up once (find_library may run ldconfig); or None."""
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        timex = ctypes.create_string_buffer(512)  # struct timex, modes = 0: only read
-        state = libc.adjtimex(timex)
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").adjtimex
     except (OSError, AttributeError):
         return None
+
+
+def synchronised() -> bool | None:
+    """Whether the kernel says its clock is synchronised (NTP); None if it cannot say.
+
+    Cheap (one system call): the daemon asks after every poll.
+    """
+    adjtimex = _adjtimex()
+    if adjtimex is None:
+        return None
+    state = adjtimex(ctypes.create_string_buffer(512))  # struct timex, modes 0: only read
     return None if state < 0 else state != TIME_ERROR
