@@ -366,10 +366,14 @@ def migrate(db: sqlite_utils.Database,
 
 # --- reading from outside the agent ----------------------------------------------
 
+def _read_only(path: Path) -> contextlib.closing[sqlite3.Connection]:
+    """A connection that cannot write: safe next to a running agent."""
+    return contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10))
+
+
 def stats(path: Path) -> dict[str, Any]:
     """What a buffer file holds, read without writing (the agent may be running)."""
-    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True,
-                                            timeout=10)) as conn:
+    with _read_only(path) as conn:
         meta = dict(conn.execute("SELECT key, value FROM meta"))
         result: dict[str, Any] = {
             "path": str(path), "schema_version": int(meta["schema_version"]),
@@ -388,8 +392,7 @@ def stats(path: Path) -> dict[str, Any]:
 
 def export(path: Path) -> Iterator[dict[str, Any]]:
     """Every undelivered row, events first, as the dicts the uplink would publish."""
-    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True,
-                                            timeout=10)) as conn:
+    with _read_only(path) as conn:
         for seq, body in conn.execute("SELECT seq, body FROM events ORDER BY seq"):
             yield {"type": "event", "seq": seq, **json.loads(body)}
         for seq, ts, name, unit, value, q in conn.execute(

@@ -20,6 +20,10 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_
                   help="Safety edge agent: polls gas and temperature sensors, raises alarms "
                        "locally, buffers in SQLite and forwards over MQTT.")
 
+# Options shared by the sub-commands.
+ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="site config (TOML)")]
+JsonOption = Annotated[bool, typer.Option("--json", help="print JSON")]
+
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 

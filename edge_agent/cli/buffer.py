@@ -26,7 +26,6 @@ from edge_agent import buffer, cli
 buffer_app = typer.Typer(no_args_is_help=True, help="Inspect, copy or empty the local buffer "
                                                       "of undelivered samples and events.")
 
-ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="site config (TOML)")]
 
 
 def _buffer_path(config: Path) -> Path:
@@ -52,7 +51,7 @@ def _sqlite_errors(path: Path) -> Iterator[None]:
 
 
 @buffer_app.command("stats")
-def stats(config: ConfigOption,
+def stats(config: cli.ConfigOption,
           as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
     """Rows waiting for delivery, their age, the file's size and what was dropped."""
     path = _buffer_path(config)
@@ -78,7 +77,7 @@ def stats(config: ConfigOption,
 
 
 @buffer_app.command("export")
-def export(config: ConfigOption,
+def export(config: cli.ConfigOption,
            output: Annotated[Path, typer.Option("--output", "-o",
                                                 help="JSON lines file to write, - for stdout")],
            ) -> None:
@@ -97,7 +96,7 @@ def export(config: ConfigOption,
 
 
 @buffer_app.command("purge")
-def purge(config: ConfigOption,
+def purge(config: cli.ConfigOption,
           table: Annotated[Literal["samples", "events", "all"],
                            typer.Option(help="what to delete; events are alarm records")
                            ] = "samples",

@@ -29,8 +29,6 @@ from edge_agent.validation import FileError
 config_app = typer.Typer(no_args_is_help=True, help="Check, show, compare, edit, migrate and "
                                                       "apply site configs.")
 ConfigArg = Annotated[Path, typer.Argument(help="site config (TOML)")]
-ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="site config (TOML)")]
-JsonOption = Annotated[bool, typer.Option("--json", help="print JSON")]
 
 
 def _notes(loaded: LoadedConfig) -> None:
@@ -76,7 +74,7 @@ def _setpoint(limit: dict[str, Any]) -> str:
 
 
 @config_app.command("show")
-def show(config: ConfigOption, as_json: JsonOption = False) -> None:
+def show(config: cli.ConfigOption, as_json: cli.JsonOption = False) -> None:
     """The config as the agent runs it, defaults filled in: the limits in force first."""
     loaded = cli.load_or_exit(config)
     if as_json:
@@ -116,8 +114,8 @@ def _changes(old: Any, new: Any, where: str = "") -> list[tuple[str, Any, Any]]:
 
 
 @config_app.command("diff")
-def diff(new: Annotated[Path, typer.Argument(help="the proposed config")], config: ConfigOption,
-         as_json: JsonOption = False) -> None:
+def diff(new: Annotated[Path, typer.Argument(help="the proposed config")], config: cli.ConfigOption,
+         as_json: cli.JsonOption = False) -> None:
     """What would change if the agent ran NEW instead of --config (defaults included)."""
     current, proposed = cli.load_or_exit(config), cli.load_or_exit(new)
     changes = _changes(_effective(current), _effective(proposed))
@@ -220,7 +218,7 @@ def set_(key: Annotated[str, typer.Argument(help="dotted key: mqtt.host, "
                                              "devices.gas1.poll_interval_s, ...")],
          value: Annotated[str, typer.Argument(help="a TOML value: 2.5, true, \"text\", "
                                               "[1, 2]")],
-         config: ConfigOption) -> None:
+         config: cli.ConfigOption) -> None:
     """Change one key; the new file is validated, then written atomically (backup kept)."""
     document = _document(config)
     try:
@@ -262,7 +260,7 @@ def migrate_file(path: ConfigArg) -> None:
 
 @config_app.command("apply")
 def apply(new: Annotated[Path, typer.Argument(help="the config to run")],
-          config: ConfigOption) -> None:
+          config: cli.ConfigOption) -> None:
     """Switch the running agent to NEW; it rolls back if its devices stop answering."""
     from edge_agent.cli.status import ask
 

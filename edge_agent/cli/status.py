@@ -20,8 +20,6 @@ from edge_agent import cli, control
 
 alarms_app = typer.Typer(no_args_is_help=True, help="The running agent's active alarms: list "
                                                      "them, acknowledge one.")
-ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="site config (TOML)")]
-JsonOption = Annotated[bool, typer.Option("--json", help="print JSON")]
 # Gas-panel colours (GB 16808): alarm red, fault yellow, normal green.
 STYLE = {"alarm": "bold white on red", "fault": "black on yellow", "anomaly": "magenta",
          None: "green"}
@@ -120,7 +118,7 @@ def _alarm_table(active: list[dict[str, Any]], now: int) -> Table | Text:
     return table
 
 
-def status(config: ConfigOption, as_json: JsonOption = False,
+def status(config: cli.ConfigOption, as_json: cli.JsonOption = False,
            once: Annotated[bool, typer.Option("--once", help="print once and exit")] = False,
            interval: Annotated[float, typer.Option(min=0.2, help="seconds between updates")
                                ] = 1.0) -> None:
@@ -141,7 +139,7 @@ def status(config: ConfigOption, as_json: JsonOption = False,
 
 
 @alarms_app.command("list")
-def alarms_list(config: ConfigOption, as_json: JsonOption = False) -> None:
+def alarms_list(config: cli.ConfigOption, as_json: cli.JsonOption = False) -> None:
     """Active alarms and faults, oldest first, with their acknowledgement state."""
     active = ask(config, "alarms")["active"]
     if as_json:
@@ -151,7 +149,7 @@ def alarms_list(config: ConfigOption, as_json: JsonOption = False) -> None:
 
 
 @alarms_app.command("ack")
-def alarms_ack(config: ConfigOption,
+def alarms_ack(config: cli.ConfigOption,
                alarm: Annotated[str, typer.Argument(help="the alarm's key (gas1.co:above:1) "
                                                     "or id (its first 8 characters will do)")],
                by: Annotated[str, typer.Option(help="who acknowledges: your name")]) -> None:
