@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import math
-import os
 import signal
 import sqlite3
 import threading
@@ -42,7 +41,7 @@ from edge_agent.alarms import AlarmEngine, Outcome
 from edge_agent.buffer import Buffer
 from edge_agent.clock import AgentClock, synchronised
 from edge_agent.commands import CommandError
-from edge_agent.config import FileError, LoadedConfig, load_config
+from edge_agent.config import FileError, LoadedConfig, load_config, replace_config
 from edge_agent.records import CoreState, Event, Quality, Sample
 from edge_agent.site_rules import site_spec
 from edge_agent.uplink import Command, Uplink
@@ -631,7 +630,7 @@ class Agent:
         old = self.loaded
         pending = old.path.with_name(f".{old.path.name}.pending")
         try:
-            _write_synced(pending, args.toml)
+            pending.write_text(args.toml, encoding="utf-8")  # only read, to validate it
         except OSError as exc:
             raise CommandError("failed", f"cannot write {pending}: {exc.strerror}; the agent "
                                "needs write access to its config's directory") from None
@@ -651,9 +650,7 @@ class Agent:
                     "rolled_back", f"with the new config these devices stopped answering: "
                     f"{', '.join(lost)}; the previous config runs again", devices_lost=lost,
                     config_hash=old.hash, rejected_hash=new.hash)
-            backup = old.path.with_name(old.path.name + ".previous")
-            _write_synced(backup, old.path.read_text(encoding="utf-8"))
-            os.replace(pending, old.path)  # the new config survives a restart from now on
+            backup = replace_config(old.path, args.toml)  # kept across a restart from now on
             self.loaded = LoadedConfig(old.path, new.site, new.profiles)
             log.info("config_applied", config_hash=new.hash, not_answering=sorted(silent))
             return {"applied": True, "config_hash": new.hash, "previous_hash": old.hash,
@@ -737,16 +734,6 @@ def _log_plan(poller: BusPoller, device, profile) -> None:
     else:
         log.info("device_plan", bus=poller.name, device=device.name, profile=profile.name,
                  transport=profile.transport)
-
-
-def _write_synced(path: Path, text: str) -> None:
-    """Write a file whole and durably: a power cut leaves the old one or the new one."""
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 def _task_key(name: str) -> str:

@@ -23,7 +23,7 @@ from rich.table import Table
 from tomlkit.exceptions import TOMLKitError
 
 from edge_agent import cli
-from edge_agent.config import LoadedConfig, load_config, migrate
+from edge_agent.config import LoadedConfig, load_config, migrate, replace_config
 from edge_agent.validation import FileError
 
 config_app = typer.Typer(no_args_is_help=True, help="Check, show, compare, edit, migrate and "
@@ -172,20 +172,6 @@ def _locate(document: Any, key: str) -> tuple[Any, str]:
     return node, last
 
 
-def _replace(path: Path, text: str) -> Path:
-    """Write ``text`` over ``path`` atomically, keeping the old file as ``.previous``."""
-    backup = path.with_name(path.name + ".previous")
-    backup.write_bytes(path.read_bytes())
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(handle, "w", encoding="utf-8") as out:
-        out.write(text)
-        out.flush()
-        os.fsync(out.fileno())
-    os.chmod(tmp, path.stat().st_mode & 0o777)
-    os.replace(tmp, path)
-    return backup
-
-
 def _checked_text(path: Path, text: str) -> LoadedConfig:
     """Validate ``text`` as if it were the file at ``path`` (same directory, same paths)."""
     handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.check.",
@@ -230,7 +216,7 @@ def set_(key: Annotated[str, typer.Argument(help="dotted key: mqtt.host, "
                  "devices.gas1.poll_interval_s, buses.field.timeout_ms, mqtt.host")
     text = tomlkit.dumps(document)
     loaded = _checked_text(config, text)
-    backup = _replace(config, text)
+    backup = replace_config(config, text)
     cli.out.print(f"[green]set[/] {escape(key)}: {escape(json.dumps(_plain(old)))} -> "
                   f"{escape(json.dumps(_plain(table[last])))} in {config} (config hash "
                   f"{loaded.hash[:12]}; the old file is {backup.name})", highlight=False)
@@ -252,7 +238,7 @@ def migrate_file(path: ConfigArg) -> None:
         return
     text = tomlkit.dumps(document)
     _checked_text(path, text)
-    backup = _replace(path, text)
+    backup = replace_config(path, text)
     for note in notes:
         cli.out.print(f"  - {escape(note)}", highlight=False)
     cli.out.print(f"[green]migrated[/] {path} (the old file is {backup.name})")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import tempfile
 from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +52,7 @@ __all__ = [
     "SerialBus",
     "SiteConfig",
     "load_config",
+    "replace_config",
 ]
 
 
@@ -108,6 +111,23 @@ class LoadedConfig:
                        for r in self.channels()},
         }
         return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()
+
+
+def replace_config(path: Path, text: str) -> Path:
+    """Write ``text`` over the config ``path`` whole and durably (a power cut leaves the
+    old file or the new one), with the old file's mode; the old text is kept as
+    ``<name>.previous``, which is returned.
+    """
+    backup = path.with_name(path.name + ".previous")
+    backup.write_bytes(path.read_bytes())
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(handle, "w", encoding="utf-8") as out:
+        out.write(text)
+        out.flush()
+        os.fsync(out.fileno())
+    os.chmod(tmp, path.stat().st_mode & 0o777)
+    os.replace(tmp, path)
+    return backup
 
 
 # --- config format versions ------------------------------------------------------
