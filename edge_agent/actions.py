@@ -18,6 +18,7 @@ import structlog
 
 from edge_agent.config import Action
 from edge_agent.records import ActiveAlarm, Event
+from edge_agent.tasks import cancel_and_wait
 
 log = structlog.get_logger(__name__)
 
@@ -139,6 +140,4 @@ class Actions:
                     failed = False
 
     async def close(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_and_wait(self._tasks)

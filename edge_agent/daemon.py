@@ -44,6 +44,7 @@ from edge_agent.commands import CommandError
 from edge_agent.config import FileError, LoadedConfig, load_config, replace_config
 from edge_agent.records import CoreState, Event, Quality, Sample
 from edge_agent.site_rules import site_spec
+from edge_agent.tasks import cancel_and_wait
 from edge_agent.uplink import Command, Uplink
 from edge_agent.uplink.payloads import Origin
 
@@ -213,9 +214,7 @@ class Agent:
         if local is not None:
             local.close()
             sock.unlink(missing_ok=True)
-        for task in helpers:
-            task.cancel()
-        await asyncio.gather(*helpers, return_exceptions=True)
+        await cancel_and_wait(helpers)
         await self._stop_buses()
         await self.actions.close()
         self._queue.put_nowait(_Checkpoint(asyncio.Event(), final=True))
@@ -245,9 +244,7 @@ class Agent:
         self.actions.assert_all()  # a relay module may have been switched by hand, or reset
 
     async def _stop_buses(self) -> None:
-        for task in self._bus_tasks:
-            task.cancel()
-        await asyncio.gather(*self._bus_tasks, return_exceptions=True)
+        await cancel_and_wait(self._bus_tasks)
         self._bus_tasks = []
 
     async def _tick(self, timeout_s: float) -> bool:
