@@ -224,9 +224,15 @@ class Uplink:
                 self._stop.wait(self._backoff.next())
                 continue
             self.client.loop_start()
+            # paho's loop can also end without on_disconnect (when select() fails, as it
+            # does on a descriptor above 1023), so watch its thread as well.
+            network = self.client._thread
             while not self._link_down.wait(1.0):
-                pass
+                if network is None or not network.is_alive():
+                    log.warning("uplink_loop_ended", state=str(self.client._state))
+                    break
             self.client.loop_stop()
+            self._connected.clear()
             if self._closing:
                 return
             self._stop.wait(self._backoff.next())

@@ -4,10 +4,17 @@ committed is lost."""
 
 from __future__ import annotations
 
+import os
+import resource
 from pathlib import Path
 
+from paho.mqtt.client import _ConnectionState
+
+from edge_agent.config import Mqtt
 from edge_agent.demo.broker import Mosquitto
 from edge_agent.demo.platform import PlatformSubscriber
+from edge_agent.uplink import Uplink
+from edge_agent.uplink.payloads import Origin
 from tests.faults.net import Proxy, SilentBroker
 from tests.integration.test_pipeline import GATEWAY, all_seqs, assert_complete
 from tests.support import AgentProcess, buffered, last_seq, wait_until
@@ -102,3 +109,30 @@ def test_sigterm_during_a_drain_stops_in_time_and_keeps_the_rest(
     finally:
         again.kill()
     assert_complete(platform, buffer)
+
+
+def test_network_loop_that_ends_without_a_disconnect_is_noticed(broker: Mosquitto,
+                                                                 tmp_path: Path) -> None:
+    """paho's loop thread can end without calling on_disconnect (select() refuses a
+    descriptor above 1023; a process holding a thousand files meets it): the uplink
+    must notice, and connect again once it can, instead of waiting for ever."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 4096)), hard))
+    fillers = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    uplink = Uplink(Mqtt(host="127.0.0.1", port=broker.port, tls="off", reconnect_max_s=1),
+                    origin=Origin("site", "gw-fd", "e1"), buffer_path=str(tmp_path / "b.db"),
+                    birth={}, health=dict)
+    try:
+        uplink.start()  # its socket gets a descriptor above 1100
+        wait_until(lambda: uplink.client._state == _ConnectionState.MQTT_CS_CONNECTION_LOST,
+                   10, "paho's loop ended on select()")
+        assert uplink.connects == 0
+        for fd in fillers:
+            os.close(fd)
+        fillers = []
+        wait_until(lambda: uplink.connects >= 1, 15, "connected again on a low descriptor")
+    finally:
+        for fd in fillers:
+            os.close(fd)
+        uplink.stop(drain_timeout_s=1)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
