@@ -1,18 +1,23 @@
-"""A fleet of gateways on one broker: N agents (the real Agent class, in one process
-and one event loop, sharing the compiled kernels) against one local mosquitto.
+"""A fleet of gateways on one broker: N agents (the real Agent class, with simulated
+detectors) against one local mosquitto.
 
-Each agent polls its own simulated 4-gas detector every second (one simulator
-serves them all, on one port per 200 units). Part-way the broker is stopped and
-started again on the same port: how the agents come back shows whether the
-full-jitter backoff spreads them. Then CO rises on every detector at once, and
-each gateway's alarm is timed from its sample to a platform subscriber.
+The agents run in worker processes of at most 50 agents each (one event loop per
+process, sharing the compiled kernels): a real gateway has its own cores, 500 agents
+with their writer and uplink threads in one interpreter would measure the GIL rather
+than the broker, and paho's select() fails on descriptors above 1023, which 100 agents
+in one process reach. Each agent polls its own simulated 4-gas detector (one simulator
+serves 200 of them); the poll interval grows with N (N/100 s) so that the two cores here
+carry the same sample rate at every fleet size while the broker carries N connections.
+Part-way the broker is stopped and started again on the same port: how the agents come
+back shows whether the full-jitter backoff spreads them. Then CO rises on every
+detector at once, and each gateway's alarm is timed from its sample to a platform
+subscriber.
 
-Figures: reconnect spread after the broker restart (p50, p90, max seconds, and
-the most agents that connected within any 100 ms), messages/s acknowledged by
-the broker, alarm latency p50/p99 under that burst, and rows lost (must be 0).
+Figures: reconnect spread after the broker restart (p50, p90, max seconds, and the
+most agents that connected within any 100 ms), messages/s acknowledged by the broker,
+alarm latency p50/p99 under that burst, and rows lost (must be 0).
 
-    python bench/fleet.py [N ...]        (default: 100; 500 full agents in one process
-                                         means over 2,000 threads, too many for 2 cores)
+    python bench/fleet.py [N ...]        (default: 100 500)
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ import contextlib
 import faulthandler
 import json
 import math
+import multiprocessing
+import os
 import shutil
 import signal
 import statistics
@@ -41,6 +48,7 @@ from simulators import ModbusTcpSimulator, SimulatedDevice
 from tests.support import last_seq
 
 UNITS_PER_SERVER = 200
+AGENTS_PER_PROCESS = 50
 SITE = """gateway_id = "gw-{i:04d}"
 site_id = "fleet"
 [[buses]]
@@ -54,7 +62,7 @@ name = "gas1"
 bus = "field"
 unit_id = {unit}
 profile = "generic_4gas"
-poll_interval_s = 1.0
+poll_interval_s = {interval}
 [devices.channels.co]
 limits = [{{ level = 1, above = 24, deadband = 1 }}]
 [mqtt]
@@ -72,12 +80,42 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, math.ceil(p / 100 * len(ordered)) - 1)]
 
 
+def run_agents(configs: list[Path], first: int, connects, messages, ready, stop) -> None:
+    """A worker process: build these agents, wait at `ready` for the others, run them
+    until `stop` is set, and publish each agent's connect count and acknowledged
+    messages into the shared arrays at `first` + i.
+    """
+    log.configure("error")
+    faulthandler.register(signal.SIGUSR1)
+    agents = [Agent(load_config(c)) for c in configs]
+    ready.wait()
+    asyncio.run(_run_agents(agents, first, connects, messages, stop))
+
+
+async def _run_agents(agents, first, connects, messages, stop) -> None:
+    done = asyncio.Event()
+    runs = [asyncio.create_task(a.run(done)) for a in agents]
+    while not stop.is_set():
+        for i, a in enumerate(agents):
+            connects[first + i] = a.uplink.connects
+        await asyncio.sleep(0.01)
+    done.set()
+    await asyncio.gather(*runs)
+    for i, a in enumerate(agents):
+        messages[first + i] = a.uplink.delivered["messages"]
+
+
 async def fleet_run(n: int, work: Path) -> dict[str, float]:
     library = ProfileLibrary()
     devices = [SimulatedDevice(library.get("generic_4gas"), unit_id=1 + i % UNITS_PER_SERVER)
                for i in range(n)]
-    for device in devices:
+    for device in devices:  # clean air, so the only alarms are the CO burst's
+        device.pin("o2", 20.9)
         device.pin("co", 2)
+    spawn = multiprocessing.get_context("spawn")
+    connects = spawn.Array("i", n, lock=False)
+    messages = spawn.Array("i", n, lock=False)
+    stop = spawn.Event()
     with contextlib.ExitStack() as stack:
         # Persistent, like a production broker: the platform's sessions and what is
         # queued for them survive the restart, so a row lost would be the agent's.
@@ -102,31 +140,37 @@ async def fleet_run(n: int, work: Path) -> dict[str, float]:
         telemetry = PlatformSubscriber(broker.port, topic="edge/v1/fleet/+/telemetry",
                                        client_id="fleet-telemetry", clean_session=False).start()
         stack.callback(telemetry.stop)
-        agents = []
+        configs = []
         for i in range(n):
             folder = work / f"gw{i:04d}"
             folder.mkdir()
-            config = folder / "site.toml"
-            config.write_text(SITE.format(i=i, port=servers[i // UNITS_PER_SERVER].port,
-                                          unit=1 + i % UNITS_PER_SERVER, broker=broker.port,
-                                          buffer=folder / "buffer.db"))
-            agents.append(Agent(load_config(config)))
-        stop = asyncio.Event()
+            configs.append(folder / "site.toml")
+            configs[-1].write_text(SITE.format(
+                i=i, port=servers[i // UNITS_PER_SERVER].port, unit=1 + i % UNITS_PER_SERVER,
+                interval=max(1.0, n / 100), broker=broker.port, buffer=folder / "buffer.db"))
+        slices = range(0, n, AGENTS_PER_PROCESS)
+        ready = spawn.Barrier(len(slices) + 1)
+        workers = [spawn.Process(target=run_agents, daemon=True, args=(
+            configs[k:k + AGENTS_PER_PROCESS], k, connects, messages, ready, stop))
+            for k in slices]
+        for w in workers:
+            w.start()
+        stack.callback(stop.set)
+        await asyncio.to_thread(ready.wait, 300)  # every worker has built its agents
         started = time.monotonic()
-        runs = [asyncio.create_task(a.run(stop)) for a in agents]
-        await _until(lambda: all(a.uplink.connects for a in agents), 120)
+        await _until(lambda: all(connects), 120)
         up_s = time.monotonic() - started
         await asyncio.sleep(10)  # steady polling
 
-        before = [a.uplink.connects for a in agents]
+        before = list(connects)
         broker.stop()
         await asyncio.sleep(5)  # a broker restart, as after an upgrade
         broker.start()
         back_at = time.monotonic()
         reconnect_s: dict[int, float] = {}
         while len(reconnect_s) < n and time.monotonic() - back_at < 120:
-            for i, a in enumerate(agents):
-                if i not in reconnect_s and a.uplink.connects > before[i]:
+            for i in range(n):
+                if i not in reconnect_s and connects[i] > before[i]:
                     reconnect_s[i] = time.monotonic() - back_at
             await asyncio.sleep(0.01)
         await asyncio.sleep(5)
@@ -136,11 +180,23 @@ async def fleet_run(n: int, work: Path) -> dict[str, float]:
         await _until(lambda: _raised(arrivals, lock) >= n, 60)
         await asyncio.sleep(3)
         stop.set()
-        await asyncio.gather(*runs)
+        for w in workers:
+            await asyncio.to_thread(w.join, 120)
+            if w.exitcode is None:
+                os.kill(w.pid, signal.SIGUSR1)  # its threads' stacks, on stderr
+                await asyncio.sleep(1)
+            if w.exitcode != 0:
+                raise RuntimeError(f"an agent worker exited with {w.exitcode}")
         elapsed = time.monotonic() - started
-        latencies = [t - e["ts"] for t, e in arrivals
-                     if e.get("key") == "gas1.co:above:1" and e["transition"] == "raised"]
-        messages = sum(a.uplink.delivered["messages"] for a in agents)
+        # The first copy of each gateway's alarm; QoS 1 may bring it again after a
+        # reconnect, and those copies are counted, not timed.
+        first: dict[str, float] = {}
+        copies = 0
+        for t, e in arrivals:
+            if e.get("key") == "gas1.co:above:1" and e["transition"] == "raised":
+                copies += 1
+                first.setdefault(e["id"], t - e["ts"])
+        latencies = list(first.values())
         lost = 0
         for i in range(n):
             last = last_seq(work / f"gw{i:04d}" / "buffer.db")
@@ -150,18 +206,20 @@ async def fleet_run(n: int, work: Path) -> dict[str, float]:
         spread = sorted(reconnect_s.values())
         bursts = max(sum(1 for s in spread if lo <= s < lo + 0.1)
                      for lo in [x / 10 for x in range(int(10 * spread[-1]) + 1)])
-    return {"agents": n, "start_all_connected_s": round(up_s, 1),
+    return {"agents": n, "processes": len(workers), "poll_interval_s": max(1.0, n / 100),
+            "start_all_connected_s": round(up_s, 1),
             "reconnected": len(spread), "reconnect_p50_s": round(statistics.median(spread), 2),
             "reconnect_p90_s": round(percentile(spread, 90), 2),
             "reconnect_max_s": round(spread[-1], 2), "most_within_100ms": bursts,
-            "messages_per_s": round(messages / elapsed), "alarms": len(latencies),
+            "messages_per_s": round(sum(messages) / elapsed), "alarms": len(latencies),
+            "alarm_copies": copies,
             "alarm_p50_ms": round(statistics.median(latencies), 1),
             "alarm_p99_ms": round(percentile(latencies, 99), 1), "rows_lost": lost}
 
 
 def _raised(arrivals: list, lock: threading.Lock) -> int:
     with lock:
-        return sum(1 for _, e in arrivals if e.get("transition") == "raised")
+        return len({e["id"] for _, e in arrivals if e.get("transition") == "raised"})
 
 
 async def _until(condition, timeout_s: float) -> None:
@@ -174,7 +232,7 @@ async def _until(condition, timeout_s: float) -> None:
 
 def main() -> None:
     faulthandler.register(signal.SIGUSR1)  # kill -USR1 <pid>: where a large fleet waits
-    sizes = [int(a) for a in sys.argv[1:]] or [100]
+    sizes = [int(a) for a in sys.argv[1:]] or [100, 500]
     log.configure("error")
     results = []
     for n in sizes:
@@ -184,12 +242,15 @@ def main() -> None:
         finally:
             shutil.rmtree(work, ignore_errors=True)
         r = results[-1]
-        print(f"{n} agents: all connected {r['start_all_connected_s']} s after start; after a "
-              f"broker restart {r['reconnected']} reconnected, p50 {r['reconnect_p50_s']} s, p90 "
-              f"{r['reconnect_p90_s']} s, max {r['reconnect_max_s']} s, at most "
-              f"{r['most_within_100ms']} in one 100 ms; {r['messages_per_s']} messages/s acked; "
-              f"{r['alarms']} simultaneous alarms p50 {r['alarm_p50_ms']} ms p99 "
-              f"{r['alarm_p99_ms']} ms; rows lost {r['rows_lost']}", flush=True)
+        print(f"{n} agents in {r['processes']} processes polling every "
+              f"{r['poll_interval_s']:g} s: all connected {r['start_all_connected_s']} s after "
+              f"start; after a broker restart {r['reconnected']} reconnected, p50 "
+              f"{r['reconnect_p50_s']} s, p90 {r['reconnect_p90_s']} s, max "
+              f"{r['reconnect_max_s']} s, at most {r['most_within_100ms']} in one 100 ms; "
+              f"{r['messages_per_s']} messages/s acked; {r['alarms']} simultaneous alarms "
+              f"({r['alarm_copies']} copies) p50 "
+              f"{r['alarm_p50_ms']} ms p99 {r['alarm_p99_ms']} ms; rows lost {r['rows_lost']}",
+              flush=True)
     print(json.dumps({f"n{r['agents']}": r for r in results}))
 
 
