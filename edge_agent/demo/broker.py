@@ -62,13 +62,14 @@ class Mosquitto:
 
     def __init__(self, port: int | None = None, workdir: Path | None = None,
                  persistent: bool = False, tls: TlsFiles | None = None,
-                 users: dict[str, str] | None = None) -> None:
+                 users: dict[str, str] | None = None, acl: list[str] | None = None) -> None:
         self.port = port or free_port()
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="edge-agent-mosquitto-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.persistent = persistent
         self.tls = tls
         self.users = users  # user -> password; then anonymous clients are refused
+        self.acl = acl  # mosquitto acl_file lines; then what they do not grant is refused
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -104,6 +105,10 @@ class Mosquitto:
                 subprocess.run([shutil.which("mosquitto_passwd") or "mosquitto_passwd", "-b",
                                 str(passwords), user, password], check=True)
             lines.append(f"password_file {passwords}")
+        if self.acl is not None:
+            acl = self.workdir / "acl"
+            acl.write_text("\n".join(self.acl) + "\n")
+            lines.append(f"acl_file {acl}")
         conf = self.workdir / "mosquitto.conf"
         conf.write_text("\n".join(lines) + "\n")
         return conf

@@ -136,3 +136,32 @@ def test_network_loop_that_ends_without_a_disconnect_is_noticed(broker: Mosquitt
             os.close(fd)
         uplink.stop(drain_timeout_s=1)
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_publishes_the_broker_refuses_stay_buffered(
+        site_config: Path, broker: Mosquitto, platform: PlatformSubscriber,
+        tmp_path: Path) -> None:
+    """An MQTT 5 broker that answers PUBACK "not authorised" (an ACL that does not
+    grant the gateway's topics): every row stays in the buffer and polling goes on;
+    once the broker takes them, everything arrives."""
+    buffer = tmp_path / "buffer.db"
+    site_config.write_text(site_config.read_text().replace('tls = "off"',
+                                                           'tls = "off"\nprotocol = "5"'))
+    broker.stop()
+    refusing = Mosquitto(port=broker.port, workdir=tmp_path / "refusing",
+                         acl=["topic readwrite edge/v1/+/+/status"]).start()
+    agent = AgentProcess(site_config).start()
+    try:
+        wait_until(lambda: agent.log.count("publish_rejected") >= 3, 20, "three refusals")
+        seen = last_seq(buffer)
+        wait_until(lambda: last_seq(buffer) >= seen + 14, 10, "two more polls committed")
+        assert buffered(buffer)["samples"] + buffered(buffer)["events"] == last_seq(buffer)
+        refusing.stop()
+        broker.start()  # the ACL is fixed
+        assert platform.wait_for(lambda: set(range(1, seen + 15)) <= set(all_seqs(platform)),
+                                 30), agent.log
+        assert 0 == agent.stop()
+    finally:
+        agent.kill()
+        refusing.stop()
+    assert_complete(platform, buffer)
