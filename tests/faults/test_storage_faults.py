@@ -1,13 +1,13 @@
-"""The buffer cannot be written: the file system is full (here: the agent may not
-grow a file beyond 400 kB, RLIMIT_FSIZE, which makes SQLite fail like a full SD
-card). Polling and alarms go on, the unstored samples wait in memory (bounded),
-the failure is a fault, and once writing works again nothing polled is lost."""
+"""The buffer cannot be written: the file system is full (here a 16 MiB tmpfs, mounted
+in the agent's own mount namespace and filled with a ballast file, like an SD card
+filled by something else). Polling and alarms go on, the unstored samples wait in
+memory (bounded), the failure is a fault, and once there is room again nothing
+polled is lost."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import resource
 import sqlite3
 import subprocess
 import sys
@@ -17,53 +17,68 @@ import pytest
 
 from edge_agent import daemon
 from edge_agent.config import load_config
+from edge_agent.demo.platform import PlatformSubscriber
 from simulators import SimulatedDevice
+from tests.integration.test_pipeline import GATEWAY, all_seqs
 from tests.support import REPO, last_seq, wait_until, wait_until_async
-
-LIMIT = 400_000
-
-
-def events(buffer: Path) -> list[str]:
-    with sqlite3.connect(f"file:{buffer}?mode=ro", uri=True) as conn:
-        return [row[0] for row in conn.execute(
-            "SELECT json_extract(body, '$.key') || ' ' || json_extract(body, '$.transition') "
-            "FROM events ORDER BY seq")]
 
 
 def test_full_disk_keeps_polling_and_loses_nothing_once_space_returns(
-        site_config: Path, tmp_path: Path, gas_detector: SimulatedDevice) -> None:
-    buffer, log_path = tmp_path / "buffer.db", tmp_path / "agent.log"
+        site_config: Path, tmp_path: Path, gas_detector: SimulatedDevice,
+        platform: PlatformSubscriber) -> None:
+    card, log_path = tmp_path / "card", tmp_path / "agent.log"
+    card.mkdir()
+    site_config.write_text(site_config.read_text().replace(
+        str(tmp_path / "buffer.db"), str(card / "buffer.db")))
+    # unshare: a mount namespace of the agent's own (in a user namespace, so that no
+    # root is needed); the tmpfs exists only there, and the test reads it from there.
+    mount_and_run = (f"mount -t tmpfs -o size=16m card {card} && "
+                     f"head -c 15900k /dev/zero > {card}/ballast && "
+                     f"exec {sys.executable} -m edge_agent run --config {site_config}")
     with log_path.open("wb") as log:
-        agent = subprocess.Popen(
-            [sys.executable, "-m", "edge_agent", "run", "--config", str(site_config)],
-            stdout=log, stderr=log, cwd=REPO,
-            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE,
-                                                  (LIMIT, resource.RLIM_INFINITY)))
+        agent = subprocess.Popen(["unshare", "--map-root-user", "--mount", "sh", "-c",
+                                  mount_and_run], stdout=log, stderr=log, cwd=REPO)
+
+    def inside(code: str) -> object:
+        """The value of ``code`` run in the agent's namespaces (where the card is)."""
+        script = (f"import json; from pathlib import Path; from tests.support import last_seq; "
+                  f"buffer = Path({str(card / 'buffer.db')!r}); print(json.dumps({code}))")
+        return json.loads(subprocess.run(
+            ["nsenter", f"--target={agent.pid}", "--user", "--mount", "--preserve-credentials",
+             sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True,
+            check=True, timeout=30).stdout)
+
+    def delivered(key: str, transition: str) -> bool:
+        return any(e["key"] == key and e["transition"] == transition
+                   for e in platform.gateways[GATEWAY].events)
+
     try:
         text = lambda: log_path.read_text(errors="replace")  # noqa: E731
-        wait_until(lambda: "buffer_write_failed" in text(), 60, "the disk to fill")
-        stored = last_seq(buffer)
+        wait_until(lambda: "buffer_write_failed" in text(), 60, "the card to fill")
+        assert "database or disk is full" in text()
+        stored = inside("last_seq(buffer)")
         gas_detector.pin("co", 200)  # an alarm while nothing can be stored
         wait_until(lambda: "alarm_raised" in text(), 10, "the alarm judged and logged")
         assert agent.poll() is None
-        resource.prlimit(agent.pid, resource.RLIMIT_FSIZE,
-                         (resource.RLIM_INFINITY, resource.RLIM_INFINITY))  # space again
+        inside(f"Path({str(card / 'ballast')!r}).unlink()")  # room again
         wait_until(lambda: "buffer_write_recovered" in text(), 30, "writing again")
-        wait_until(lambda: "agent:buffer:write_failed returned_to_normal" in events(buffer),
-                   10, "the fault's end stored")
+        assert platform.wait_for(
+            lambda: delivered("agent:buffer:write_failed", "returned_to_normal"), 20), text()
+        stored_last = inside("last_seq(buffer)")
+        assert platform.wait_for(
+            lambda: set(range(1, stored_last + 1)) <= set(all_seqs(platform)), 20)
         agent.terminate()
         assert 0 == agent.wait(30)
     finally:
         agent.kill()
         agent.wait()
-    stored_events = events(buffer)
-    assert "agent:buffer:write_failed raised" in stored_events
-    assert "gas1.co:above:1 raised" in stored_events  # judged while the disk was full
+    assert delivered("agent:buffer:write_failed", "raised")
+    assert delivered("gas1.co:above:1", "raised")  # judged while the card was full
     # What waited in memory at the last failed attempt was stored, not dropped.
     failures = [json.loads(line) for line in log_path.read_text().splitlines()
                 if '"buffer_write_failed"' in line]
     assert failures[-1]["waiting_samples"] > 0
-    assert last_seq(buffer) >= stored + failures[-1]["waiting_samples"]
+    assert stored_last >= stored + failures[-1]["waiting_samples"]
     assert "pending_samples_dropped" not in log_path.read_text()
 
 
