@@ -104,6 +104,11 @@ class Agent:
         # The wall clock against the kernels' clock: its steps, and whether it was
         # synchronised before one (then this run's times are corrected by the step).
         self._clock, self._offset_s, self._synced = AgentClock(), 0.0, synchronised()
+        # False from a start on an unsynchronised clock until the first commit after it
+        # is synchronised (which stores the correction of a step): the uplink flags what
+        # it publishes until then.
+        self.times_trusted = self._synced is not False
+        self._trust_at_commit = False
         self._shifts: list[tuple[int, int, int]] = []  # (first seq, last seq, ms) to apply
         self._run_first_seq = self.buffer.last_seq() + 1
         self._answer_changed = asyncio.Event()
@@ -128,6 +133,7 @@ class Agent:
         self.origin = Origin(site.site_id, site.gateway_id, self.buffer.epoch)
         self.uplink = Uplink(site.mqtt, buffer_path=str(site.buffer.path), health=self.health,
                              origin=self.origin, on_command=self._command_arrived,
+                             times_trusted=lambda: self.times_trusted,
                              birth={"version": __version__, "config_hash": loaded.hash,
                                     "started": int(self.started * 1000)})
 
@@ -382,6 +388,8 @@ class Agent:
             log.warning("wall_clock_stepped", by_s=round(step, 3), times_corrected=corrected,
                         note="alarm windows run on the monotonic clock and are not affected")
         self._synced = synchronised()  # as it was before the next poll
+        if self._synced and not self.times_trusted:
+            self._trust_at_commit = True
 
     def _bound_pending(self) -> None:
         """While nothing can be written (disk full, a locked file), keep the newest
@@ -437,12 +445,15 @@ class Agent:
     def _commit_pending(self) -> None:
         """On the writer thread: store everything judged so far in one transaction."""
         pending, samples, state = self._pending, self._pending_samples, self._pending_state
+        trust = self._trust_at_commit  # read first: its step is in _shifts by then
         while self._shifts:
             first, last, delta_ms = self._shifts[0]
             moved = self.buffer.shift_times(first, last, delta_ms)
             log.info("times_corrected", rows=moved, by_ms=delta_ms, first_seq=first,
                      last_seq=last)
             self._shifts.pop(0)
+        if trust:
+            self.times_trusted = True
         if not samples and not pending.events and not state:
             return
         self.buffer.commit_cycle(samples, pending.events, pending.raised, pending.ended,

@@ -65,7 +65,11 @@ class Uplink:
     def __init__(self, settings: Mqtt, *, origin: payloads.Origin, buffer_path: str,
                  birth: dict[str, Any], health: Callable[[], dict[str, Any]],
                  on_command: Callable[[Command], None] | None = None,
+                 times_trusted: Callable[[], bool] = lambda: True,
                  health_interval_s: float = 10.0) -> None:
+        """``times_trusted``: false while rows may carry the time of a clock that NTP
+        has not set yet; rows published then are flagged ``"clock": "unsynchronised"``.
+        """
         self.settings = settings
         self.origin = origin
         self.topics = Topics.for_site(settings.topic_prefix, origin.site, origin.gateway)
@@ -74,6 +78,7 @@ class Uplink:
         self._health = health
         self._health_interval_s = health_interval_s
         self._on_command = on_command
+        self._times_trusted = times_trusted
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._link_down = threading.Event()
@@ -330,17 +335,19 @@ class Uplink:
 
     def _fill_window(self, buffer: Buffer) -> None:
         s = self.settings
+        # Asked before the rows are read: once true, every row here has a trusted time.
+        flags = {} if self._times_trusted() else {"clock": "unsynchronised"}
         while len(self._inflight) < s.inflight_window and time.monotonic() >= self._resend_at:
             events = buffer.events_after(self._cursor["events"], 1)
             if events:
-                ok = self._publish(self.topics.alarm, self.origin.alarm(events[0]), "events",
-                                   events[0].seq, events[0].seq, 1)
+                ok = self._publish(self.topics.alarm, self.origin.alarm(events[0], **flags),
+                                   "events", events[0].seq, events[0].seq, 1)
             else:
                 samples = buffer.samples_after(self._cursor["samples"], s.telemetry_batch)
                 if not samples:
                     return
                 payload, n = self.origin.telemetry(samples, s.max_message_bytes,
-                                                   compress=s.compression == "gzip")
+                                                   compress=s.compression == "gzip", **flags)
                 ok = self._publish(self.topics.telemetry, payload, "samples",
                                    samples[0].seq, samples[n - 1].seq, n)
             if not ok:

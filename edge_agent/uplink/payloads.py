@@ -86,15 +86,16 @@ class Origin:
                 "epoch": self.epoch, **fields}
 
     def telemetry(self, rows: Sequence[SampleRow], max_bytes: int | None = None,
-                  compress: bool = False) -> tuple[bytes, int]:
+                  compress: bool = False, **fields: Any) -> tuple[bytes, int]:
         """A telemetry payload of the first rows that fit in ``max_bytes``, and their count.
 
         ``compress`` gzips the JSON; the platform tells the two apart by gzip's
-        first bytes (1f 8b), which no JSON text starts with.
+        first bytes (1f 8b), which no JSON text starts with. ``fields`` go in the
+        envelope.
         """
         n = len(rows)
         while True:
-            payload = encode(self.envelope(samples=[
+            payload = encode(self.envelope(**fields, samples=[
                 {"seq": r.seq, "ts": r.ts_ms, "ch": r.channel, "v": r.value, "u": r.unit,
                  "q": _LABELS[r.quality]} for r in rows[:n]]))
             if compress:
@@ -103,5 +104,5 @@ class Origin:
                 return payload, n
             n = max(1, min(n - 1, int(n * max_bytes / len(payload) * 0.95)))
 
-    def alarm(self, row: EventRow) -> bytes:
-        return encode(self.envelope(seq=row.seq, **row.body))
+    def alarm(self, row: EventRow, **fields: Any) -> bytes:
+        return encode(self.envelope(**fields, seq=row.seq, **row.body))

@@ -1,6 +1,7 @@
 """A gateway without a real-time clock starts 2 hours late and NTP then steps its
-clock: the times of what it took before the step are corrected in the buffer, and
-the alarm kernels never noticed (tests/unit/test_alarms.py)."""
+clock: the times of what it took before the step are corrected in the buffer, what
+it delivered before is flagged, and the alarm kernels never noticed
+(tests/unit/test_alarms.py)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 from edge_agent import daemon
 from edge_agent.config import load_config
 from edge_agent.demo.broker import Mosquitto
+from edge_agent.demo.platform import PlatformSubscriber
 from tests.support import last_seq, wait_until_async
 
 
@@ -46,3 +48,38 @@ def test_times_taken_before_an_ntp_step_are_corrected(
     assert len([seq for seq, _ in times if seq <= before]) >= 14
     assert all(now_ms - 120_000 < ts <= now_ms for _, ts in times), \
         "a sample kept the time of the clock before NTP"
+
+
+def test_rows_delivered_before_the_clock_is_set_are_flagged(
+        site_config: Path, platform: PlatformSubscriber,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Online before NTP: what reaches the platform then carries the clock of a Pi
+    that started at the wrong time, and says so; nothing with a wrong time is sent
+    unflagged, and after the sync the flag goes."""
+    real_time, real_ns = time.time, time.time_ns
+    late = [7200.0]
+    monkeypatch.setattr(time, "time", lambda: real_time() - late[0])
+    monkeypatch.setattr(time, "time_ns", lambda: real_ns() - int(late[0] * 1e9))
+    monkeypatch.setattr(daemon, "synchronised", lambda: late[0] == 0)
+    telemetry = lambda: [m.body for m in platform.messages  # noqa: E731
+                         if m.kind == "telemetry"]
+
+    async def scenario() -> None:
+        stop = asyncio.Event()
+        running = asyncio.create_task(daemon.Agent(load_config(site_config)).run(stop, 1))
+        await wait_until_async(lambda: len(telemetry()) >= 3, 15, "telemetry before the sync")
+        late[0] = 0.0
+        await wait_until_async(lambda: "clock" not in telemetry()[-1], 15, "unflagged rows")
+        seen = len(telemetry())
+        await wait_until_async(lambda: len(telemetry()) >= seen + 3, 15, "more after it")
+        stop.set()
+        await running
+
+    asyncio.run(scenario())
+    now_ms = real_time() * 1000
+    flagged = [b for b in telemetry() if b.get("clock") == "unsynchronised"]
+    assert len(flagged) >= 3
+    for body in telemetry():
+        late_rows = [s for s in body["samples"] if s["ts"] < now_ms - 3_600_000]
+        if "clock" not in body:
+            assert not late_rows, "a row with the clock before NTP went out unflagged"
