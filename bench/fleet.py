@@ -36,6 +36,7 @@ import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from edge_agent import log
@@ -93,6 +94,9 @@ def run_agents(configs: list[Path], first: int, connects, messages, ready, stop)
 
 
 async def _run_agents(agents, first, connects, messages, stop) -> None:
+    # Each agent stops its uplink on the loop's default executor, which has only
+    # cpu + 4 threads: 50 agents stopping at once would queue behind each other.
+    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(len(agents) + 4))
     done = asyncio.Event()
     runs = [asyncio.create_task(a.run(done)) for a in agents]
     while not stop.is_set():
