@@ -133,12 +133,22 @@ async def fleet_run(n: int, work: Path) -> dict[str, float]:
                                       client_id="fleet-platform", clean_session=False)
         original = platform._on_message
 
+        redelivered = [0]
+        platform_connects = [0]
+        subscribe = platform.client.on_connect
+
         def timed(client, userdata, msg) -> None:
             with lock:
                 arrivals.append((time.time() * 1000, json.loads(msg.payload)))
+                redelivered[0] += msg.dup
             original(client, userdata, msg)
 
+        def connected(client, *args) -> None:
+            platform_connects[0] += 1
+            subscribe(client, *args)
+
         platform.client.on_message = timed
+        platform.client.on_connect = connected
         platform.start()
         stack.callback(platform.stop)
         telemetry = PlatformSubscriber(broker.port, topic="edge/v1/fleet/+/telemetry",
@@ -179,10 +189,13 @@ async def fleet_run(n: int, work: Path) -> dict[str, float]:
             await asyncio.sleep(0.01)
         await asyncio.sleep(5)
 
+        connects_before_burst, platform_before_burst = sum(connects), platform_connects[0]
         for device in devices:  # a release reaches every site at once
             device.pin("co", 40)
         await _until(lambda: _raised(arrivals, lock) >= n, 60)
         await asyncio.sleep(3)
+        burst_reconnects = sum(connects) - connects_before_burst
+        platform_reconnects = platform_connects[0] - platform_before_burst
         stop.set()
         for w in workers:
             await asyncio.to_thread(w.join, 120)
@@ -216,7 +229,9 @@ async def fleet_run(n: int, work: Path) -> dict[str, float]:
             "reconnect_p90_s": round(percentile(spread, 90), 2),
             "reconnect_max_s": round(spread[-1], 2), "most_within_100ms": bursts,
             "messages_per_s": round(sum(messages) / elapsed), "alarms": len(latencies),
-            "alarm_copies": copies,
+            "alarm_copies": copies, "redelivered": redelivered[0],
+            "agent_reconnects_in_burst": burst_reconnects,
+            "platform_reconnects_in_burst": platform_reconnects,
             "alarm_p50_ms": round(statistics.median(latencies), 1),
             "alarm_p99_ms": round(percentile(latencies, 99), 1), "rows_lost": lost}
 
@@ -252,7 +267,9 @@ def main() -> None:
               f"{r['reconnect_p50_s']} s, p90 {r['reconnect_p90_s']} s, max "
               f"{r['reconnect_max_s']} s, at most {r['most_within_100ms']} in one 100 ms; "
               f"{r['messages_per_s']} messages/s acked; {r['alarms']} simultaneous alarms "
-              f"({r['alarm_copies']} copies) p50 "
+              f"({r['alarm_copies']} copies, {r['redelivered']} with DUP; reconnects in the "
+              f"burst: {r['agent_reconnects_in_burst']} agents, "
+              f"{r['platform_reconnects_in_burst']} platform) p50 "
               f"{r['alarm_p50_ms']} ms p99 {r['alarm_p99_ms']} ms; rows lost {r['rows_lost']}",
               flush=True)
     print(json.dumps({f"n{r['agents']}": r for r in results}))
