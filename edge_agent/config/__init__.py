@@ -28,6 +28,7 @@ from edge_agent.config.model import (
     Mqtt,
     SerialBus,
     SiteConfig,
+    Space,
 )
 from edge_agent.profiles import Point, ProfileLibrary
 from edge_agent.validation import FileError, read_toml, validate
@@ -51,6 +52,7 @@ __all__ = [
     "Mqtt",
     "SerialBus",
     "SiteConfig",
+    "Space",
     "load_config",
     "replace_config",
 ]

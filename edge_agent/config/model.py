@@ -429,6 +429,34 @@ class Action(BaseModel):
     release: Literal["cleared_and_acknowledged", "cleared"] = "cleared_and_acknowledged"
 
 
+class SpaceDetector(BaseModel):
+    """A detector that watches a confined space, at one sampling point."""
+
+    model_config = _Strict
+
+    device: str
+    point: Name | None = Field(None, description="where it samples: top, middle, bottom ... "
+                               "(GB 30871-2022 §6.3 b: large spaces at several levels)")
+
+
+class Space(BaseModel):
+    """A confined space (有限空间) and the detectors that watch it. Entry follows
+    GB 30871-2022 chapter 6; the limits below can be made stricter, never looser.
+    """
+
+    model_config = _Strict
+
+    name: Name
+    detectors: list[SpaceDetector] = Field(min_length=1)
+    o2_entry_min: float = Field(19.5, ge=19.5, le=21.0, description="%VOL (§6.4)")
+    o2_entry_max: float = Field(21.0, ge=20.9, le=23.5, description="%VOL; up to 23.5 "
+                                "in an oxygen-enriched space (§6.4)")
+    flammable_lel_vol: float = Field(5.0, gt=0, le=100, description="LEL of the gas the "
+                                     "flammable channels are calibrated for, %VOL (methane 5)")
+    test_valid_min: float = Field(30.0, gt=0, le=30, description="entry must start this soon "
+                                  "after a passed test (§6.3 a)")
+
+
 # --- the site -------------------------------------------------------------------
 
 class AlarmDefaults(BaseModel):
@@ -512,6 +540,7 @@ class SiteConfig(BaseModel):
     buses: list[Bus] = Field(min_length=1)
     devices: list[Device] = Field(min_length=1)
     actions: list[Action] = Field(default_factory=list)
+    spaces: list[Space] = Field(default_factory=list)
     mqtt: Mqtt
     buffer: Buffer = Buffer()
 
@@ -550,6 +579,7 @@ class SiteConfig(BaseModel):
         if library is not None:
             problems += self._channel_references(library)
             problems += self._action_references(library, buses)
+            problems += self._space_references(library)
         if problems:
             raise Problems(problems)
         return self
@@ -574,6 +604,32 @@ class SiteConfig(BaseModel):
                 problems.append((("actions", i, "output"), f'profile "{device.profile}" has no '
                                  f'output "{action.output}"{_hint(action.output, outputs)}; '
                                  f"its outputs: {', '.join(outputs) or 'none'}"))
+        return problems
+
+    def _space_references(self, library: Any) -> list[tuple[tuple[Any, ...], str]]:
+        """Each space's detectors are devices here, and together they measure oxygen and
+        a flammable gas (GB 30871-2022 §6.4 judges O2, flammables and toxics).
+        """
+        devices = {d.name: d for d in self.devices}
+        problems = _duplicates("spaces", "name", [s.name for s in self.spaces])
+        for i, space in enumerate(self.spaces):
+            gases, unknown = set(), False
+            for j, detector in enumerate(space.detectors):
+                device = devices.get(detector.device)
+                if device is None:
+                    unknown = True
+                    problems.append((("spaces", i, "detectors", j, "device"),
+                                     f'no device named "{detector.device}"'
+                                     f"{_hint(detector.device, devices)}"))
+                    continue
+                gases |= {p.gas for p in library.get(device.profile).channels}
+            missing = [g for g in ("o2", "flammable") if g not in gases]
+            if missing and not unknown:
+                problems.append((("spaces", i, "detectors"), f"no {' and no '.join(missing)} "
+                                 "channel among these detectors; a pre-entry test needs both "
+                                 "(GB 30871-2022 §6.4)"))
+            if space.o2_entry_min >= space.o2_entry_max:
+                problems.append((("spaces", i, "o2_entry_max"), "must be above o2_entry_min"))
         return problems
 
     def _channel_references(self, library: Any) -> list[tuple[tuple[Any, ...], str]]:
