@@ -59,6 +59,11 @@ class ReadNow(Args):
                                description="one device; default every device")
 
 
+class EntryTest(Args):
+    space: str = Field(min_length=1, max_length=64, description="a space of the site config")
+    by: str = Field(min_length=1, max_length=64, description="who tests: recorded with it")
+
+
 class SetConfig(Args):
     toml: str = Field(min_length=1, max_length=MAX_PAYLOAD_BYTES,
                       description="the complete new site config")
@@ -66,7 +71,8 @@ class SetConfig(Args):
 
 ARGS: dict[str, type[Args]] = {"ping": Args, "ack-alarm": AckAlarm, "read-now": ReadNow,
                                "get-config": Args, "set-config": SetConfig,
-                               "buffer-stats": Args, "status": Args, "alarms": Args}
+                               "buffer-stats": Args, "status": Args, "alarms": Args,
+                               "entry-test": EntryTest}
 
 
 def parse(name: str, payload: bytes) -> tuple[RequestId, Args]:

@@ -20,6 +20,7 @@ import signal
 import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -28,7 +29,17 @@ from typing import Any
 
 import structlog
 
-from edge_agent import __version__, buffer, commands, control, health, memory, runlock, watchdog
+from edge_agent import (
+    __version__,
+    buffer,
+    commands,
+    control,
+    entry,
+    health,
+    memory,
+    runlock,
+    watchdog,
+)
 from edge_agent.acquisition import (
     FAULTS,
     BusPoller,
@@ -122,7 +133,7 @@ class Agent:
             "ping": self._ping, "ack-alarm": self._ack_alarm, "read-now": self._read_now,
             "get-config": self._get_config, "set-config": self._set_config,
             "buffer-stats": self._buffer_stats, "status": self._status,
-            "alarms": self._alarms}
+            "alarms": self._alarms, "entry-test": self._entry_test}
         # Judged on the event loop, committed on the writer thread; the record task
         # never touches them while a commit runs.
         self._pending = Outcome()
@@ -625,6 +636,30 @@ class Agent:
         return {r.device: {"fault": r.fault, "error": r.error, "samples": [
             {"ch": s.channel, "ts": s.ts_ms, "v": s.value, "u": s.unit, "q": s.quality.label}
             for s in r.samples]} for r in results}
+
+    async def _entry_test(self, args: commands.EntryTest) -> dict[str, Any]:
+        """The pre-entry gas test of a space, on readings taken now; stored and published
+        as an ``entry`` event before the reply gives the verdict.
+        """
+        site = self.loaded.site
+        space = next((s for s in site.spaces if s.name == args.space), None)
+        if space is None:
+            raise CommandError("not_found", f"no space {args.space!r}",
+                               spaces=[s.name for s in site.spaces])
+        pollers = {d.name: p for p in self.buses for d, _ in p.devices}
+        names = list(dict.fromkeys(d.device for d in space.detectors))
+        results = await asyncio.gather(*(pollers[n].poll_now(n) for n in names))
+        latest = {s.channel: s for r in results for s in r.samples}
+        faults = [k for k, a in self.engine.active.items() if a.cls == "fault"]
+        test = entry.pre_entry_test(space, entry.space_channels(site, self.loaded.profiles,
+                                                                space),
+                                    latest, faults, _now_ms(), site.alarm_defaults.molar_volume_l)
+        event = Event(test.ts_ms, "entry", "tested", uuid.uuid4().hex, f"space:{space.name}",
+                      {**test.body(), "by": args.by})
+        self._queue.put_nowait(Outcome(events=[event]))
+        await self._checkpoint()  # stored before the reply says so
+        log.info("entry_tested", space=space.name, passed=test.passed, by=args.by)
+        return {"test": event.alarm_id, **test.body(), "by": args.by}
 
     async def _get_config(self, _args: commands.Args) -> dict[str, Any]:
         return {"config_hash": self.loaded.hash, "toml": self._config_text}

@@ -41,7 +41,7 @@ class Sample:
     quality: Quality = Quality.GOOD
 
 
-EventClass = Literal["alarm", "fault", "anomaly"]
+EventClass = Literal["alarm", "fault", "anomaly", "entry"]  # entry: confined-space entry
 
 
 @dataclass(frozen=True, slots=True)

@@ -116,6 +116,7 @@ def version() -> None:
 from edge_agent.cli.buffer import buffer_app  # noqa: E402
 from edge_agent.cli.configure import config_app  # noqa: E402
 from edge_agent.cli.devices import devices_app  # noqa: E402
+from edge_agent.cli.entry import entry_app  # noqa: E402
 from edge_agent.cli.install import install  # noqa: E402
 from edge_agent.cli.logs import logs  # noqa: E402
 from edge_agent.cli.platform_tail import tail_command  # noqa: E402
@@ -125,6 +126,7 @@ app.add_typer(config_app, name="config")
 app.add_typer(devices_app, name="devices")
 app.add_typer(buffer_app, name="buffer")
 app.add_typer(alarms_app, name="alarms")
+app.add_typer(entry_app, name="entry")
 app.command("status")(status)
 app.command("logs")(logs)
 app.command("install")(install)

@@ -453,8 +453,6 @@ class Space(BaseModel):
                                 "in an oxygen-enriched space (§6.4)")
     flammable_lel_vol: float = Field(5.0, gt=0, le=100, description="LEL of the gas the "
                                      "flammable channels are calibrated for, %VOL (methane 5)")
-    test_valid_min: float = Field(30.0, gt=0, le=30, description="entry must start this soon "
-                                  "after a passed test (§6.3 a)")
 
 
 # --- the site -------------------------------------------------------------------

@@ -340,7 +340,9 @@ class Uplink:
         while len(self._inflight) < s.inflight_window and time.monotonic() >= self._resend_at:
             events = buffer.events_after(self._cursor["events"], 1)
             if events:
-                ok = self._publish(self.topics.alarm, self.origin.alarm(events[0], **flags),
+                topic = (self.topics.entry if events[0].body.get("class") == "entry"
+                         else self.topics.alarm)
+                ok = self._publish(topic, self.origin.alarm(events[0], **flags),
                                    "events", events[0].seq, events[0].seq, 1)
             else:
                 samples = buffer.samples_after(self._cursor["samples"], s.telemetry_batch)

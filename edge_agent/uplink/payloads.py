@@ -40,6 +40,11 @@ class Topics:
         return f"{self.prefix}/alarm"
 
     @property
+    def entry(self) -> str:
+        """Confined-space entry events: tests, sessions, records, evacuations."""
+        return f"{self.prefix}/entry"
+
+    @property
     def status(self) -> str:
         return f"{self.prefix}/status"
 
