@@ -41,6 +41,7 @@ class GatewayView:
     sample_seqs: set[int] = field(default_factory=set)
     duplicates: int = 0
     events: list[dict[str, Any]] = field(default_factory=list)
+    entries: list[dict[str, Any]] = field(default_factory=list)  # confined-space entry events
     status: dict[str, Any] = field(default_factory=dict)
     health: dict[str, Any] = field(default_factory=dict)
 
@@ -105,6 +106,8 @@ class PlatformSubscriber:
                     view.active[body["key"]] = body
                 elif body["transition"] in ENDS:
                     view.active.pop(body["key"], None)
+            elif message.kind == "entry":
+                view.entries.append(body)
             elif message.kind == "status":
                 view.status = body
             elif message.kind == "health":

@@ -21,7 +21,7 @@ def all_seqs(platform: PlatformSubscriber) -> list[int]:
     for message in platform.messages:
         if message.kind == "telemetry":
             seqs += [s["seq"] for s in message.body["samples"]]
-        elif message.kind == "alarm":
+        elif message.kind in ("alarm", "entry"):
             seqs.append(message.body["seq"])
     return seqs
 
