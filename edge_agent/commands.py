@@ -64,6 +64,11 @@ class EntryTest(Args):
     by: str = Field(min_length=1, max_length=64, description="who tests: recorded with it")
 
 
+class EntrySession(Args):
+    space: str = Field(min_length=1, max_length=64, description="a space of the site config")
+    by: str = Field(min_length=1, max_length=64, description="who starts or ends the entry")
+
+
 class SetConfig(Args):
     toml: str = Field(min_length=1, max_length=MAX_PAYLOAD_BYTES,
                       description="the complete new site config")
@@ -72,7 +77,8 @@ class SetConfig(Args):
 ARGS: dict[str, type[Args]] = {"ping": Args, "ack-alarm": AckAlarm, "read-now": ReadNow,
                                "get-config": Args, "set-config": SetConfig,
                                "buffer-stats": Args, "status": Args, "alarms": Args,
-                               "entry-test": EntryTest}
+                               "entry-test": EntryTest, "entry-start": EntrySession,
+                               "entry-end": EntrySession, "entry-status": Args}
 
 
 def parse(name: str, payload: bytes) -> tuple[RequestId, Args]:

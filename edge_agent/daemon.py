@@ -38,6 +38,7 @@ from edge_agent import (
     health,
     memory,
     runlock,
+    sessions,
     watchdog,
 )
 from edge_agent.acquisition import (
@@ -100,6 +101,8 @@ class Agent:
         retention = site.buffer.retention_days
         self.buffer = Buffer(site.buffer.path, site.buffer.max_bytes,
                              retention_s=retention * 86400 if retention else None)
+        self.spaces = sessions.Spaces(self.buffer.entry_state())
+        self._pending_entry: dict[str, Any] | None = None  # saved with the next commit
         self._configure(loaded)
         self._state_due = 0.0  # monotonic time of the next core-state save
         self.started = time.time()
@@ -133,7 +136,9 @@ class Agent:
             "ping": self._ping, "ack-alarm": self._ack_alarm, "read-now": self._read_now,
             "get-config": self._get_config, "set-config": self._set_config,
             "buffer-stats": self._buffer_stats, "status": self._status,
-            "alarms": self._alarms, "entry-test": self._entry_test}
+            "alarms": self._alarms, "entry-test": self._entry_test,
+            "entry-start": self._entry_start, "entry-end": self._entry_end,
+            "entry-status": self._entry_status}
         # Judged on the event loop, committed on the writer thread; the record task
         # never touches them while a commit runs.
         self._pending = Outcome()
@@ -164,6 +169,7 @@ class Agent:
         spec = site_spec(loaded, [f"{d.name}:{f}" for d in site.devices for f in FAULTS]
                          + sorted(self._task_keys) + [BUFFER_FULL]
                          + [fault_key(a.name) for a in site.actions])
+        self.spaces.configure(site, loaded.profiles)
         self.engine = AlarmEngine(spec, restored=self.buffer.active_alarms())
         self.engine.restore(self.buffer.core_state())
         self.actions = Actions(site.actions, self._write_output, self._action_fault,
@@ -347,6 +353,8 @@ class Agent:
                 # Exposure windows and timers go to disk once a minute and at the stop.
                 self._pending_state = self.engine.snapshot()
                 self._state_due = time.monotonic() + STATE_SAVE_S
+            if self.spaces.dirty:
+                self._pending_entry = self.spaces.saved()
             try:
                 await loop.run_in_executor(self._writer, self._commit_pending)
                 self._counted()
@@ -446,6 +454,10 @@ class Agent:
         outcome.extend(self.engine.reliability(ts_ms))
         self._pending_samples += result.samples
         self._latest.update((s.channel, s) for s in result.samples)
+        if self.spaces.open:
+            alarms = {k: self.engine.channels_of(k) for k, a in self.engine.active.items()
+                      if a.cls == "alarm"}
+            outcome.events += self.spaces.watch(result.device, ts_ms, self._latest, alarms)
         answered = result.fault is None and not all(s.quality is Quality.STALE
                                                     for s in result.samples)
         if self._answered.get(result.device) != answered:
@@ -465,11 +477,12 @@ class Agent:
             self._shifts.pop(0)
         if trust:
             self.times_trusted = True
-        if not samples and not pending.events and not state:
+        if not samples and not pending.events and not state and self._pending_entry is None:
             return
         self.buffer.commit_cycle(samples, pending.events, pending.raised, pending.ended,
-                                 core_state=state)
+                                 core_state=state, entry_state=self._pending_entry)
         self._pending, self._pending_samples, self._pending_state = Outcome(), [], None
+        self._pending_entry = None
         trimmed = self.buffer.trim(_now_ms())
         self._stored = _Stored(len(samples), len(pending.events), trimmed.evicted,
                                trimmed.expired, self.buffer.used_bytes())
@@ -554,7 +567,7 @@ class Agent:
         """A command from the local socket: what only reads is answered at once, the rest
         waits its turn with the platform's commands (one code path for both).
         """
-        if name in ("status", "alarms"):
+        if name in ("status", "alarms", "entry-status"):
             return await commands.answer(name, payload, self._handlers)
         done: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         try:
@@ -656,10 +669,37 @@ class Agent:
                                     latest, faults, _now_ms(), site.alarm_defaults.molar_volume_l)
         event = Event(test.ts_ms, "entry", "tested", uuid.uuid4().hex, f"space:{space.name}",
                       {**test.body(), "by": args.by})
-        self._queue.put_nowait(Outcome(events=[event]))
+        resumed = self.spaces.tested(space.name, event.alarm_id, test.ts_ms, test.passed)
+        self._queue.put_nowait(Outcome(events=[event, *resumed]))
         await self._checkpoint()  # stored before the reply says so
         log.info("entry_tested", space=space.name, passed=test.passed, by=args.by)
         return {"test": event.alarm_id, **test.body(), "by": args.by}
+
+    async def _entry_start(self, args: commands.EntrySession) -> dict[str, Any]:
+        """Start entry into a space: refused without a recent passed test."""
+        return await self._entry_change(args, self.spaces.start)
+
+    async def _entry_end(self, args: commands.EntrySession) -> dict[str, Any]:
+        return await self._entry_change(args, self.spaces.end)
+
+    async def _entry_change(self, args: commands.EntrySession,
+                            change: Callable[[str, str, int], Event]) -> dict[str, Any]:
+        if args.space not in self.spaces.spaces:
+            raise CommandError("not_found", f"no space {args.space!r}",
+                               spaces=sorted(self.spaces.spaces))
+        try:
+            event = change(args.space, args.by, _now_ms())
+        except sessions.EntryRefused as exc:
+            raise CommandError("refused", str(exc)) from None
+        self._queue.put_nowait(Outcome(events=[event]))
+        await self._checkpoint()  # stored before the reply says so
+        return {"session": event.alarm_id, "transition": event.transition, **event.details}
+
+    async def _entry_status(self, _args: commands.Args) -> dict[str, Any]:
+        return {"spaces": [{"space": name, "last_test": self.spaces.tests.get(name),
+                            "session": (s.saved() if (s := self.spaces.open.get(name))
+                                        else None)}
+                           for name in self.spaces.spaces]}
 
     async def _get_config(self, _args: commands.Args) -> dict[str, Any]:
         return {"config_hash": self.loaded.hash, "toml": self._config_text}

@@ -15,10 +15,14 @@ session itself is a plain dict, so it can be stored and restored across restarts
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from edge_agent.records import Event
+from edge_agent.config import SiteConfig, Space
+from edge_agent.entry import SpaceChannel, space_channels
+from edge_agent.profiles import ProfileLibrary
+from edge_agent.records import Event, Quality, Sample
 
 State = Literal["active", "retest_required", "evacuate", "ended", "expired"]
 OPEN: tuple[State, ...] = ("active", "retest_required", "evacuate")
@@ -125,3 +129,76 @@ def end(session: Session, now_ms: int, by: str) -> Event:
         raise EntryRefused(f"the session of {session.space} is already {session.state}")
     session.state = "ended"
     return session._event(now_ms, "ended", by=by)
+
+
+class Spaces:
+    """The site's confined spaces on the gateway: each one's last test and open
+    session, saved with the events they make (``saved()``; ``dirty`` until then).
+    ``configure`` gives them their spaces, at start and with every new config.
+    """
+
+    def __init__(self, saved: dict[str, Any]) -> None:
+        self.tests: dict[str, dict[str, Any]] = saved.get("tests", {})
+        self.open = {k: Session.restored(v) for k, v in saved.get("sessions", {}).items()}
+        self.dirty = False
+        self.spaces: dict[str, Space] = {}
+        self.channels: dict[str, list[SpaceChannel]] = {}
+
+    def configure(self, site: SiteConfig, profiles: ProfileLibrary) -> None:
+        self.spaces = {s.name: s for s in site.spaces}
+        self.channels = {s.name: space_channels(site, profiles, s) for s in site.spaces}
+
+    def saved(self) -> dict[str, Any]:
+        self.dirty = False
+        return {"tests": self.tests, "sessions": {k: s.saved() for k, s in self.open.items()}}
+
+    def rules(self, name: str) -> Rules:
+        s = self.spaces[name]
+        return Rules(s.test_valid_min, s.interruption_min, s.record_interval_h, s.permit_h)
+
+    def tested(self, name: str, test_id: str, ts_ms: int, passed: bool) -> list[Event]:
+        """Remember a test; a pass resumes the space's session if it needed one."""
+        self.tests[name] = {"id": test_id, "ts": ts_ms, "passed": passed}
+        self.dirty = True
+        session = self.open.get(name)
+        return retested(session, ts_ms, self.tests[name]) if session else []
+
+    def start(self, name: str, by: str, now_ms: int) -> Event:
+        if name in self.open:
+            raise EntryRefused(f"{name} has an open session since "
+                               f"{self.open[name].started_ms}; end it first")
+        session, event = start(name, by, now_ms, self.tests.get(name), self.rules(name))
+        self.open[name], self.dirty = session, True
+        return event
+
+    def end(self, name: str, by: str, now_ms: int) -> Event:
+        if name not in self.open:
+            raise EntryRefused(f"{name} has no open session")
+        self.dirty = True
+        return end(self.open.pop(name), now_ms, by)
+
+    def watch(self, device: str, now_ms: int, latest: Mapping[str, Sample],
+              alarms: Mapping[str, set[str]]) -> list[Event]:
+        """Look at the spaces ``device`` watches; ``alarms``: active alarm key -> its
+        channels. The events of what changed; ended sessions are let go.
+        """
+        events = []
+        for name, session in list(self.open.items()):
+            channels = self.channels.get(name)
+            if channels is None or not any(c.channel.startswith(f"{device}.")
+                                           for c in channels):
+                continue
+            names = {c.channel for c in channels}
+            monitored = all(_fresh(latest.get(c.channel), now_ms, c.max_age_ms)
+                            for c in channels)
+            on_space = sorted(k for k, chs in alarms.items() if chs & names)
+            events += watch(session, now_ms, monitored, on_space, self.rules(name))
+            if session.state not in OPEN:
+                del self.open[name]
+            self.dirty = True  # at least the time it was last watched
+        return events
+
+
+def _fresh(sample: Sample | None, now_ms: int, max_age_ms: int) -> bool:
+    return (sample is not None and sample.quality is Quality.GOOD
+            and now_ms - sample.ts_ms <= max_age_ms)

@@ -397,7 +397,7 @@ class AlarmEngine:
         for key, alarm in self.active.items():
             if alarm.cls != "alarm":
                 continue
-            channels = self._channels_of(key)
+            channels = self.channels_of(key)
             now = bool(channels & faulty)
             if now != (key in self._unreliable):
                 (self._unreliable.add if now else self._unreliable.discard)(key)
@@ -407,7 +407,8 @@ class AlarmEngine:
         self._unreliable &= set(self.active)
         return out
 
-    def _channels_of(self, key: str) -> set[str]:
+    def channels_of(self, key: str) -> set[str]:
+        """The channels the alarm ``key`` is about."""
         for rule in self.rules:
             if rule.key == key:
                 return {t.channel for t in rule.terms}

@@ -152,15 +152,18 @@ class Buffer:
 
     def commit_cycle(self, samples: Sequence[Sample], events: Sequence[Event],
                      raised: Iterable[ActiveAlarm] = (), ended: Iterable[str] = (),
-                     core_state: CoreState | None = None) -> int:
+                     core_state: CoreState | None = None,
+                     entry_state: dict[str, Any] | None = None) -> int:
         """Store one cycle's samples and events in one transaction; return the last seq.
 
-        ``raised`` and ``ended`` update the active alarms, and ``core_state`` (when
-        given) replaces the saved state of the alarm core, in the same transaction,
-        so the state on disk always matches the events.
+        ``raised`` and ``ended`` update the active alarms, and ``core_state`` and
+        ``entry_state`` (when given) replace the saved state of the alarm core and of
+        confined-space entry, in the same transaction, so the state on disk always
+        matches the events.
         """
         try:
-            return self._commit_cycle(samples, events, raised, ended, core_state or {})
+            return self._commit_cycle(samples, events, raised, ended, core_state or {},
+                                      entry_state)
         except BaseException:
             self._channel_ids.clear()  # ids cached inside a rolled-back transaction
             raise
@@ -184,8 +187,11 @@ class Buffer:
 
     def _commit_cycle(self, samples: Sequence[Sample], events: Sequence[Event],
                       raised: Iterable[ActiveAlarm], ended: Iterable[str],
-                      core_state: CoreState) -> int:
+                      core_state: CoreState, entry_state: dict[str, Any] | None) -> int:
         with self._writing():
+            if entry_state is not None:
+                self.db.execute("INSERT OR REPLACE INTO meta VALUES ('entry', ?)",
+                                [json.dumps(entry_state, separators=(",", ":"))])
             self.db.conn.executemany(
                 "INSERT OR REPLACE INTO core_state VALUES (?, ?, ?, ?)",
                 [(kernel, json.dumps(keys), _pack(arrays), int(time.time() * 1000))
@@ -269,6 +275,11 @@ class Buffer:
     def active_alarms(self) -> dict[str, ActiveAlarm]:
         rows = self.db.execute("SELECT key, alarm_id, cls, raised_ms FROM active_alarms")
         return {row[0]: ActiveAlarm(*row) for row in rows}
+
+    def entry_state(self) -> dict[str, Any]:
+        """Confined-space entry as last saved: {} before the first test."""
+        row = self.db.execute("SELECT value FROM meta WHERE key = 'entry'").fetchone()
+        return json.loads(row[0]) if row else {}
 
     def core_state(self) -> CoreState:
         """The alarm core's state as last saved: kernel -> (keys, arrays)."""

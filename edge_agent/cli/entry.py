@@ -4,6 +4,7 @@ the running agent (the same code path as the platform's ``cmd/entry-*``).
 
 from __future__ import annotations
 
+import time
 from typing import Annotated
 
 import typer
@@ -41,3 +42,46 @@ def entry_test(config: cli.ConfigOption,
                       "remove the cause, and test again", highlight=False)
     if not result["passed"]:
         raise typer.Exit(1)
+
+
+@entry_app.command("start")
+def entry_start(config: cli.ConfigOption,
+                space: Annotated[str, typer.Argument(help="the space, as named in the config")],
+                by: Annotated[str, typer.Option(help="who is in charge of the entry")]) -> None:
+    """Start entry into a space; refused without a passed test in the last 30 minutes."""
+    result = ask(config, "entry-start", space=space, by=by)
+    cli.out.print(f"[green]entry started[/] into {escape(space)} by {escape(by)} (session "
+                  f"{result['session'][:8]}): the space is watched; any alarm means evacuate",
+                  highlight=False)
+
+
+@entry_app.command("end")
+def entry_end(config: cli.ConfigOption,
+              space: Annotated[str, typer.Argument(help="the space, as named in the config")],
+              by: Annotated[str, typer.Option(help="who ends it: everyone is out")]) -> None:
+    """End the entry into a space, once everyone is out."""
+    ask(config, "entry-end", space=space, by=by)
+    cli.out.print(f"entry into {escape(space)} ended by {escape(by)}", highlight=False)
+
+
+@entry_app.command("status")
+def entry_status(config: cli.ConfigOption, as_json: cli.JsonOption = False) -> None:
+    """Each space: its open session (state, since when) and its last test."""
+    spaces = ask(config, "entry-status")["spaces"]
+    if as_json:
+        cli.out.print_json(data=spaces)
+        return
+    table = Table(title="confined spaces")
+    for heading in ("space", "session", "since", "last test"):
+        table.add_column(heading)
+    for s in spaces:
+        session, test = s["session"], s["last_test"]
+        table.add_row(escape(s["space"]), escape(session["state"]) if session else "-",
+                      _clock(session["started_ms"]) if session else "-",
+                      f"{'passed' if test['passed'] else 'FAILED'} at {_clock(test['ts'])}"
+                      if test else "-")
+    cli.out.print(table)
+
+
+def _clock(ts_ms: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts_ms / 1000))

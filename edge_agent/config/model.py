@@ -453,6 +453,14 @@ class Space(BaseModel):
                                 "in an oxygen-enriched space (§6.4)")
     flammable_lel_vol: float = Field(5.0, gt=0, le=100, description="LEL of the gas the "
                                      "flammable channels are calibrated for, %VOL (methane 5)")
+    test_valid_min: float = Field(30.0, gt=0, le=30, description="entry must start this soon "
+                                  "after a passed test (§6.3 a)")
+    interruption_min: float = Field(60.0, gt=0, le=60, description="unwatched longer than "
+                                    "this, the space needs a new test (§6.3 f)")
+    record_interval_h: float = Field(2.0, gt=0, le=2, description="a record event at least "
+                                     "this often during entry (§6.5)")
+    permit_h: float = Field(24.0, gt=0, le=24, description="a session ends this long after "
+                                "its start (§6.10)")
 
 
 # --- the site -------------------------------------------------------------------

@@ -13,7 +13,7 @@ from edge_agent.demo.broker import Mosquitto
 from edge_agent.demo.platform import PlatformSubscriber
 from simulators import SimulatedDevice
 from tests.integration.test_cli import edge_agent
-from tests.support import AgentProcess, CommandClient
+from tests.support import AgentProcess, CommandClient, wait_until
 
 SPACE = """
 [[spaces]]
@@ -73,3 +73,40 @@ def test_the_platform_tests_a_space_and_is_told_which_spaces_exist(
         assert unknown["error"]["spaces"] == ["manhole-3"]
     finally:
         client.close()
+
+
+def test_an_entry_session_evacuates_on_an_alarm_and_survives_a_restart(
+        agent_with_space: AgentProcess, site_config: Path, platform: PlatformSubscriber,
+        gas_detector: SimulatedDevice) -> None:
+    def cli(*args: str) -> str:
+        result = edge_agent("entry", *args, "-c", str(site_config))
+        assert 0 == result.returncode, result.stdout + result.stderr
+        return result.stdout
+
+    refused = edge_agent("entry", "start", "manhole-3", "--by", "Li Wei", "-c", str(site_config))
+    assert refused.returncode != 0
+    assert "no pre-entry test of manhole-3" in refused.stdout + refused.stderr
+    cli("test", "manhole-3", "--by", "Li Wei")
+    assert "entry started" in cli("start", "manhole-3", "--by", "Li Wei")
+
+    entries = platform.gateways["gw-test"].entries
+    transitions = lambda: [e["transition"] for e in entries]  # noqa: E731
+    gas_detector.pin("h2s", 8.0)  # above the MAC: everyone out
+    assert platform.wait_for(lambda: "evacuate" in transitions(), 10), agent_with_space.log
+    evacuate = next(e for e in entries if e["transition"] == "evacuate")
+    assert evacuate["alarms"] == ["gas1.h2s:above:1"]
+    assert evacuate["state"] == "evacuate"
+    gas_detector.pin("h2s", 0.0)
+    cli("test", "manhole-3", "--by", "Li Wei")
+    assert platform.wait_for(lambda: "resumed" in transitions(), 10)
+
+    assert 0 == agent_with_space.stop()  # a restart in the middle of the entry
+    agent_with_space.start()
+    wait_until(lambda: (site_config.parent / "buffer.db.sock").exists(), 20, "the agent up")
+    status = json.loads(cli("status", "--json"))
+    assert status[0]["session"]["state"] == "active"
+    assert status[0]["session"]["by"] == "Li Wei"
+    cli("end", "manhole-3", "--by", "Li Wei")
+    assert platform.wait_for(lambda: transitions()[-1] == "ended", 10)
+    assert transitions() == ["tested", "started", "evacuate", "tested", "resumed", "ended"]
+    assert len({e["id"] for e in entries if e["transition"] != "tested"}) == 1  # one session
