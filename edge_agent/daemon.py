@@ -49,6 +49,7 @@ from edge_agent.acquisition import (
     bus_poller,
 )
 from edge_agent.actions import ENDS, Actions, fault_key
+from edge_agent.alarm_figures import AlarmFigures
 from edge_agent.alarms import AlarmEngine, Outcome
 from edge_agent.buffer import Buffer
 from edge_agent.clock import AgentClock, synchronised
@@ -114,6 +115,7 @@ class Agent:
         self._answered: dict[str, bool] = {}  # device -> its last poll had an answer
         self._latest: dict[str, Sample] = {}  # channel -> its newest sample, for `status`
         self._acked: set[str] = set()  # ids of active episodes someone acknowledged
+        self.alarm_figures = AlarmFigures()
         self._lag, self._cpu = health.LoopLag(), health.CpuMeter()
         # The wall clock against the kernels' clock: its steps, and whether it was
         # synchronised before one (then this run's times are corrected by the step).
@@ -197,6 +199,8 @@ class Agent:
                       "wall_step_s": round(self._offset_s, 3)},
             "buses": {b.name: b.stats.report() for b in self.buses},
             "actions": self.actions.state(),
+            # A copy: the event loop changes the dict while this thread reads it.
+            "alarm_figures": self.alarm_figures.report(_now_ms(), self.engine.active.copy()),
         }
 
     # --- running ------------------------------------------------------------------
@@ -344,6 +348,7 @@ class Agent:
                     for event in item.events:
                         _log_event(event)
                         self._follow_ack(event)
+                    self.alarm_figures.follow(item.events)
                     self.actions.follow(item.events)  # before the commit: relays first
                     self._pending.extend(item)
                 elif isinstance(item, _Checkpoint):

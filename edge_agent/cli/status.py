@@ -19,7 +19,7 @@ from rich.text import Text
 from edge_agent import cli, control
 
 alarms_app = typer.Typer(no_args_is_help=True, help="The running agent's active alarms: list "
-                                                     "them, acknowledge one.")
+                                                     "them, acknowledge one, see the figures.")
 # Gas-panel colours (GB 16808): alarm red, fault yellow, normal green.
 STYLE = {"alarm": "bold white on red", "fault": "black on yellow", "anomaly": "magenta",
          None: "green"}
@@ -166,3 +166,30 @@ def alarms_ack(config: cli.ConfigOption,
     result = ask(config, "ack-alarm", **fields)
     cli.out.print(f"[green]acknowledged[/] {escape(result['key'])} (id {result['alarm'][:8]}) "
                   f"by {escape(result['by'])}", highlight=False)
+
+
+@alarms_app.command("stats")
+def alarms_stats(config: cli.ConfigOption, as_json: cli.JsonOption = False) -> None:
+    """Alarm-management figures against the EEMUA 191 / ISA-18.2 targets."""
+    figures = ask(config, "status")["health"]["alarm_figures"]
+    if as_json:
+        cli.out.print_json(data=figures)
+        return
+    table = Table(title="alarm management")
+    table.add_column("figure")
+    table.add_column("now")
+    table.add_column("target")
+    chattering = ", ".join(f"{c} ({n})" for c, n in figures["chattering"].items()) or "none"
+    for name, value, target in [
+            ("alarms in the last 10 min", str(figures["alarms_10min"]), "about 1"),
+            ("flood (over 10 in 10 min)", "YES" if figures["flood"] else "no", "no"),
+            ("stale (active over 24 h)", str(figures["stale"]), "0"),
+            ("chattering (3+ in 60 s)", chattering, "none"),
+            ("mean time to acknowledge", _seconds(figures["mean_ack_s"]), ""),
+            ("mean time to clear", _seconds(figures["mean_clear_s"]), "")]:
+        table.add_row(name, escape(value), target)
+    cli.out.print(table)
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:g} s"

@@ -38,6 +38,8 @@ def test_status_json_shows_channels_alarms_buses_uplink_and_buffer(
     assert status["uplink"]["connected"] is True
     assert ["gas1.co:above:1"] == [a["key"] for a in status["alarms"]]
     assert {"answering": True} == status["devices"]["gas1"]
+    figures = status["health"]["alarm_figures"]
+    assert (figures["alarms_10min"], figures["flood"], figures["stale"]) == (1, False, 0)
 
 
 def test_status_once_is_a_readable_table(running: AgentProcess, site_config: Path) -> None:
@@ -62,6 +64,17 @@ def test_alarms_ack_by_id_prefix_reaches_the_platform(
                                          and e["by"] == "technician li" for e in view.events))
     listed = json.loads(edge_agent("alarms", "list", "-c", str(site_config), "--json").stdout)
     assert "acknowledged" == listed[0]["state"]
+
+
+def test_alarms_stats_shows_the_figures_with_their_targets(running: AgentProcess,
+                                                          site_config: Path) -> None:
+    result = edge_agent("alarms", "stats", "-c", str(site_config))
+    assert 0 == result.returncode, result.stderr
+    rows = {line.split("│")[1].strip(): line.split("│")[2].strip()
+            for line in result.stdout.splitlines() if line.count("│") == 4}
+    assert rows["alarms in the last 10 min"] == "1"
+    assert rows["flood (over 10 in 10 min)"] == "no"
+    assert rows["chattering (3+ in 60 s)"] == "none"
 
 
 def test_alarms_ack_of_nothing_says_what_can_be_acknowledged(
