@@ -4,20 +4,15 @@ committed is lost."""
 
 from __future__ import annotations
 
-import os
-import resource
+import subprocess
+import sys
 from pathlib import Path
 
-from paho.mqtt.client import _ConnectionState
-
-from edge_agent.config import Mqtt
 from edge_agent.demo.broker import Mosquitto
 from edge_agent.demo.platform import PlatformSubscriber
-from edge_agent.uplink import Uplink
-from edge_agent.uplink.payloads import Origin
 from tests.faults.net import Proxy, SilentBroker
 from tests.integration.test_pipeline import GATEWAY, all_seqs, assert_complete
-from tests.support import AgentProcess, buffered, last_seq, wait_until
+from tests.support import REPO, AgentProcess, buffered, last_seq, wait_until
 
 
 def test_broker_that_never_acknowledges_keeps_every_row_buffered(
@@ -115,27 +110,40 @@ def test_network_loop_that_ends_without_a_disconnect_is_noticed(broker: Mosquitt
                                                                  tmp_path: Path) -> None:
     """paho's loop thread can end without calling on_disconnect (select() refuses a
     descriptor above 1023; a process holding a thousand files meets it): the uplink
-    must notice, and connect again once it can, instead of waiting for ever."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 4096)), hard))
-    fillers = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
-    uplink = Uplink(Mqtt(host="127.0.0.1", port=broker.port, tls="off", reconnect_max_s=1),
-                    origin=Origin("site", "gw-fd", "e1"), buffer_path=str(tmp_path / "b.db"),
-                    birth={}, health=dict)
-    try:
-        uplink.start()  # its socket gets a descriptor above 1100
-        wait_until(lambda: uplink.client._state == _ConnectionState.MQTT_CS_CONNECTION_LOST,
-                   10, "paho's loop ended on select()")
-        assert uplink.connects == 0
-        for fd in fillers:
-            os.close(fd)
-        fillers = []
-        wait_until(lambda: uplink.connects >= 1, 15, "connected again on a low descriptor")
-    finally:
-        for fd in fillers:
-            os.close(fd)
-        uplink.stop(drain_timeout_s=1)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    must notice, and connect again once it can, instead of waiting for ever.
+
+    In a process of its own: in the test process, files that other tests left to the
+    garbage collector may close at any time and hand the uplink a low descriptor.
+    """
+    script = f"""
+import os, resource, sys
+from paho.mqtt.client import _ConnectionState
+from edge_agent.config import Mqtt
+from edge_agent.uplink import Uplink
+from edge_agent.uplink.payloads import Origin
+from tests.support import wait_until
+
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 4096)), hard))
+fillers = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+uplink = Uplink(Mqtt(host="127.0.0.1", port={broker.port}, tls="off", reconnect_max_s=1),
+                origin=Origin("site", "gw-fd", "e1"), buffer_path={str(tmp_path / "b.db")!r},
+                birth={{}}, health=dict)
+uplink.start()  # its socket gets a descriptor above 1100
+wait_until(lambda: uplink.client._state == _ConnectionState.MQTT_CS_CONNECTION_LOST,
+           10, "paho's loop ended on select()")
+assert uplink.connects == 0
+for fd in fillers:
+    os.close(fd)
+wait_until(lambda: uplink.connects >= 1, 15, "connected again on a low descriptor")
+uplink.stop(drain_timeout_s=1)
+print("reconnected")
+"""
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "uplink_loop_ended" in result.stdout + result.stderr
+    assert result.stdout.strip().endswith("reconnected")
 
 
 def test_publishes_the_broker_refuses_stay_buffered(
