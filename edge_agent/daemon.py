@@ -54,7 +54,7 @@ from edge_agent.alarms import AlarmEngine, Outcome
 from edge_agent.buffer import Buffer
 from edge_agent.clock import AgentClock, synchronised
 from edge_agent.commands import CommandError
-from edge_agent.config import FileError, LoadedConfig, load_config, replace_config
+from edge_agent.config import FileError, LoadedConfig, Space, load_config, replace_config
 from edge_agent.records import CoreState, Event, Quality, Sample
 from edge_agent.site_rules import site_spec
 from edge_agent.tasks import cancel_and_wait
@@ -659,19 +659,14 @@ class Agent:
         """The pre-entry gas test of a space, on readings taken now; stored and published
         as an ``entry`` event before the reply gives the verdict.
         """
-        site = self.loaded.site
-        space = next((s for s in site.spaces if s.name == args.space), None)
-        if space is None:
-            raise CommandError("not_found", f"no space {args.space!r}",
-                               spaces=[s.name for s in site.spaces])
+        space = self._space(args.space)
         pollers = {d.name: p for p in self.buses for d, _ in p.devices}
         names = list(dict.fromkeys(d.device for d in space.detectors))
         results = await asyncio.gather(*(pollers[n].poll_now(n) for n in names))
         latest = {s.channel: s for r in results for s in r.samples}
         faults = [k for k, a in self.engine.active.items() if a.cls == "fault"]
-        test = entry.pre_entry_test(space, entry.space_channels(site, self.loaded.profiles,
-                                                                space),
-                                    latest, faults, _now_ms(), site.alarm_defaults.molar_volume_l)
+        test = entry.pre_entry_test(space, self.spaces.channels[space.name], latest, faults,
+                                    _now_ms(), self.loaded.site.alarm_defaults.molar_volume_l)
         event = Event(test.ts_ms, "entry", "tested", uuid.uuid4().hex, f"space:{space.name}",
                       {**test.body(), "by": args.by})
         resumed = self.spaces.tested(space.name, event.alarm_id, test.ts_ms, test.passed)
@@ -679,6 +674,11 @@ class Agent:
         await self._checkpoint()  # stored before the reply says so
         log.info("entry_tested", space=space.name, passed=test.passed, by=args.by)
         return {"test": event.alarm_id, **test.body(), "by": args.by}
+
+    def _space(self, name: str) -> Space:
+        if name not in self.spaces.spaces:
+            raise CommandError("not_found", f"no space {name!r}", spaces=list(self.spaces.spaces))
+        return self.spaces.spaces[name]
 
     async def _entry_start(self, args: commands.EntrySession) -> dict[str, Any]:
         """Start entry into a space: refused without a recent passed test."""
@@ -689,9 +689,7 @@ class Agent:
 
     async def _entry_change(self, args: commands.EntrySession,
                             change: Callable[[str, str, int], Event]) -> dict[str, Any]:
-        if args.space not in self.spaces.spaces:
-            raise CommandError("not_found", f"no space {args.space!r}",
-                               spaces=sorted(self.spaces.spaces))
+        self._space(args.space)
         try:
             event = change(args.space, args.by, _now_ms())
         except sessions.EntryRefused as exc:
