@@ -1,10 +1,12 @@
 """Local actions: relays driven by alarms, on the gateway itself, network or not.
 
-An action holds its output on from the moment a matching alarm is raised until
-every matching alarm has cleared and, unless its rule says "cleared", been
-acknowledged by a person: a sounder must not fall silent because a reading
-dipped under the setpoint for one poll. The outputs are written through the
-bus pollers, one transaction at a time on each bus, ahead of the next poll.
+An action holds its output on from the moment a matching alarm is raised (or, for
+an escalation output, escalated that far) until every matching alarm has cleared
+and, unless its rule says "cleared", been acknowledged by a person: a sounder must
+not fall silent because a reading dipped under the setpoint for one poll. An alarm
+that is shelved or whose channel is out of service holds no output
+(edge_agent/lifecycle.py). The outputs are written through the bus pollers, one
+transaction at a time on each bus, ahead of the next poll.
 """
 
 from __future__ import annotations
@@ -51,9 +53,15 @@ class _Output:
     def releases(self, hold: _Hold) -> bool:
         return hold.cleared and (hold.acknowledged or self.spec.release == "cleared")
 
-    @property
-    def on(self) -> bool:
-        return bool(self.holds)
+    def takes(self, event: Event) -> bool:
+        """Whether the event starts a hold: a raise, or an escalation far enough."""
+        if self.spec.escalation == 0:
+            return event.transition == "raised"
+        return (event.transition == "escalated"
+                and event.details["escalation"] >= self.spec.escalation)
+
+    def on(self, suppressed: set[str]) -> bool:
+        return any(key not in suppressed for key in self.holds)
 
 
 # write(device, output, on) raises on failure; report(action, failed, error) turns a
@@ -66,14 +74,17 @@ class Actions:
     """The site's actions; ``follow`` the alarm events, ``assert_all`` at start."""
 
     def __init__(self, specs: Iterable[Action], write: Write, report: Report,
-                 active: Mapping[str, ActiveAlarm] | None = None) -> None:
+                 active: Mapping[str, ActiveAlarm] | None = None,
+                 escalations: Mapping[str, int] | None = None) -> None:
         self._outputs = [_Output(spec) for spec in specs]
         self._write = write
         self._report = report
         self._tasks: set[asyncio.Task[None]] = set()
+        self._suppressed: set[str] = set()  # alarm keys shelved or out of service
+        escalations = escalations or {}
         for key, alarm in (active or {}).items():  # restored alarms hold as if just raised
             for output in self._outputs:
-                if output.matches(key):
+                if output.matches(key) and escalations.get(key, 0) >= output.spec.escalation:
                     output.holds[key] = _Hold(alarm.alarm_id, alarm.cls)
 
     def follow(self, events: Iterable[Event]) -> None:
@@ -83,18 +94,27 @@ class Actions:
             for i, output in enumerate(self._outputs):
                 if not output.matches(event.key):
                     continue
-                was = output.on
-                if event.transition == "raised":
+                was = output.on(self._suppressed)
+                if output.takes(event) and (event.transition == "raised"
+                                            or event.key not in output.holds):
                     output.holds[event.key] = _Hold(event.alarm_id, event.cls)
                 elif (hold := output.holds.get(event.key)) is not None:
                     hold.cleared |= event.transition in ENDS
                     hold.acknowledged |= event.transition == "acknowledged"
                     if output.releases(hold):
                         del output.holds[event.key]
-                if output.on != was:
+                if output.on(self._suppressed) != was:
                     changed.add(i)
         for i in changed:
             self._drive(self._outputs[i])
+
+    def suppress(self, keys: set[str]) -> None:
+        """From now on these alarm keys (shelved, out of service) hold no output."""
+        was = [o.on(self._suppressed) for o in self._outputs]
+        self._suppressed = set(keys)
+        for output, on in zip(self._outputs, was, strict=True):
+            if output.on(self._suppressed) != on:
+                self._drive(output)
 
     def assert_all(self) -> None:
         """Tell every output its state, whatever it was told before (a start, a new config)."""
@@ -103,7 +123,7 @@ class Actions:
             self._drive(output)
 
     def state(self) -> dict[str, bool]:
-        return {o.spec.name: o.on for o in self._outputs}
+        return {o.spec.name: o.on(self._suppressed) for o in self._outputs}
 
     def awaiting_ack(self) -> dict[str, tuple[str, str]]:
         """Alarms over but unacknowledged that hold an output: key -> (alarm id, class)."""
@@ -120,8 +140,7 @@ class Actions:
         """Write until the device holds the wanted state; retry with backoff on failure."""
         spec, delay, failed = output.spec, 0.5, False
         async with output.lock:  # one writer per output: the last wish wins, in order
-            while output.written != output.on:
-                wanted = output.on
+            while output.written != (wanted := output.on(self._suppressed)):
                 try:
                     await self._write(spec.device, spec.output, wanted)
                 except Exception as exc:  # every failure is a fault event, then a retry

@@ -46,12 +46,53 @@ class Args(BaseModel):
     id: RequestId = None
 
 
-class AckAlarm(Args):
-    key: str | None = Field(None, min_length=1, max_length=200,
-                            description="the alarm's key, e.g. gas1.co:above:1")
+Who = Annotated[str, Field(min_length=1, max_length=64, description="who: recorded with it")]
+Text = Annotated[str, Field(min_length=1, max_length=500)]
+Minutes = Annotated[float, Field(gt=0, le=1440, description="how long, minutes")]
+AlarmKey = Annotated[str, Field(min_length=1, max_length=200,
+                                description="the alarm's key, e.g. gas1.co:above:1")]
+
+
+class AlarmRef(Args):
+    """One alarm, by its key (its newest episode) or by its id."""
+
+    key: AlarmKey | None = None
     alarm: str | None = Field(None, min_length=1, max_length=64,
                               description="or the alarm's id, from its raised event")
-    by: str = Field(min_length=1, max_length=64, description="who acknowledged it")
+    by: Who
+
+
+class AckAlarm(AlarmRef):
+    note: Text | None = None
+
+
+class HandleAlarm(AlarmRef):
+    cause: Text = Field(description="what caused it")
+    action: Text = Field(description="what was done about it")
+
+
+class ShelveAlarm(Args):
+    key: AlarmKey
+    by: Who
+    reason: Text
+    minutes: Minutes = 60.0
+
+
+class Unshelve(Args):
+    key: AlarmKey
+    by: Who
+
+
+class OutOfService(Args):
+    channel: str = Field(min_length=1, max_length=128, description="e.g. gas1.co")
+    by: Who
+    reason: Text
+    minutes: Minutes = 60.0
+
+
+class ReturnToService(Args):
+    channel: str = Field(min_length=1, max_length=128)
+    by: Who
 
 
 class ReadNow(Args):
@@ -78,7 +119,11 @@ ARGS: dict[str, type[Args]] = {"ping": Args, "ack-alarm": AckAlarm, "read-now": 
                                "get-config": Args, "set-config": SetConfig,
                                "buffer-stats": Args, "status": Args, "alarms": Args,
                                "entry-test": EntryTest, "entry-start": EntrySession,
-                               "entry-end": EntrySession, "entry-status": Args}
+                               "entry-end": EntrySession, "entry-status": Args,
+                               "reset-alarm": AlarmRef, "handle-alarm": HandleAlarm,
+                               "shelve-alarm": ShelveAlarm, "unshelve-alarm": Unshelve,
+                               "out-of-service": OutOfService,
+                               "return-to-service": ReturnToService}
 
 
 def parse(name: str, payload: bytes) -> tuple[RequestId, Args]:
@@ -107,7 +152,7 @@ def parse(name: str, payload: bytes) -> tuple[RequestId, Args]:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'payload'}: {e['msg']}"
                              for e in exc.errors())
         raise CommandError("bad_request", problems, id=request_id) from None
-    if isinstance(args, AckAlarm) and (args.key is None) == (args.alarm is None):
+    if isinstance(args, AlarmRef) and (args.key is None) == (args.alarm is None):
         raise CommandError("bad_request", "give the alarm's key or its id (alarm), one of them",
                            id=request_id)
     return request_id, args

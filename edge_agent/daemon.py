@@ -36,6 +36,7 @@ from edge_agent import (
     control,
     entry,
     health,
+    lifecycle,
     memory,
     runlock,
     sessions,
@@ -102,8 +103,10 @@ class Agent:
         retention = site.buffer.retention_days
         self.buffer = Buffer(site.buffer.path, site.buffer.max_bytes,
                              retention_s=retention * 86400 if retention else None)
-        self.spaces = sessions.Spaces(self.buffer.entry_state())
-        self._pending_entry: dict[str, Any] | None = None  # saved with the next commit
+        self.spaces = sessions.Spaces(self.buffer.state("entry"))
+        self.book = lifecycle.AlarmBook.restored(self.buffer.state("lifecycle"),
+                                                 site.alarm_management)
+        self._pending_states: dict[str, dict[str, Any]] = {}  # saved with the next commit
         self._configure(loaded)
         self._state_due = 0.0  # monotonic time of the next core-state save
         self.started = time.time()
@@ -114,7 +117,7 @@ class Agent:
         self._bus_tasks: list[asyncio.Task[None]] = []
         self._answered: dict[str, bool] = {}  # device -> its last poll had an answer
         self._latest: dict[str, Sample] = {}  # channel -> its newest sample, for `status`
-        self._acked: set[str] = set()  # ids of active episodes someone acknowledged
+        self._acked: set[str] = set()  # ids of active faults someone acknowledged
         self.alarm_figures = AlarmFigures()
         self._lag, self._cpu = health.LoopLag(), health.CpuMeter()
         # The wall clock against the kernels' clock: its steps, and whether it was
@@ -140,7 +143,10 @@ class Agent:
             "buffer-stats": self._buffer_stats, "status": self._status,
             "alarms": self._alarms, "entry-test": self._entry_test,
             "entry-start": self._entry_start, "entry-end": self._entry_end,
-            "entry-status": self._entry_status}
+            "entry-status": self._entry_status, "reset-alarm": self._reset_alarm,
+            "handle-alarm": self._handle_alarm, "shelve-alarm": self._shelve_alarm,
+            "unshelve-alarm": self._unshelve_alarm, "out-of-service": self._out_of_service,
+            "return-to-service": self._return_to_service}
         # Judged on the event loop, committed on the writer thread; the record task
         # never touches them while a commit runs.
         self._pending = Outcome()
@@ -172,11 +178,15 @@ class Agent:
                          + sorted(self._task_keys) + [BUFFER_FULL]
                          + [fault_key(a.name) for a in site.actions])
         self.spaces.configure(site, loaded.profiles)
+        self.book.rules = site.alarm_management
         self.engine = AlarmEngine(spec, restored=self.buffer.active_alarms())
         self.engine.restore(self.buffer.core_state())
+        self.book.adopt(self.engine.active, self.engine.channels_of, self.engine.level_of)
         self.actions = Actions(site.actions, self._write_output, self._action_fault,
-                               active=self.engine.active)
-        keys = list(self.engine.keys())
+                               active=self.engine.active, escalations={
+                                   e.key: e.escalation for e in self.book.episodes.values()})
+        self.actions.suppress(self._suppressed())
+        keys = list(self.engine.all_keys())
         for action in site.actions:
             if not any(fnmatch.fnmatchcase(k, p) for k in keys for p in action.when):
                 log.warning("action_matches_no_alarm", action=action.name, when=action.when)
@@ -199,6 +209,7 @@ class Agent:
                       "wall_step_s": round(self._offset_s, 3)},
             "buses": {b.name: b.stats.report() for b in self.buses},
             "actions": self.actions.state(),
+            "protection": self.book.report(),
             # A copy: the event loop changes the dict while this thread reads it.
             "alarm_figures": self.alarm_figures.report(_now_ms(), self.engine.active.copy()),
         }
@@ -345,6 +356,8 @@ class Agent:
                 if isinstance(item, PollResult):
                     item = self._judge(item)
                 if isinstance(item, Outcome):
+                    item.events += self.book.follow(item.events, self.engine.channels_of,
+                                                    self.engine.level_of)
                     for event in item.events:
                         _log_event(event)
                         self._follow_ack(event)
@@ -359,7 +372,10 @@ class Agent:
                 self._pending_state = self.engine.snapshot()
                 self._state_due = time.monotonic() + STATE_SAVE_S
             if self.spaces.dirty:
-                self._pending_entry = self.spaces.saved()
+                self._pending_states["entry"] = self.spaces.saved()
+            if self.book.dirty:
+                self._pending_states["lifecycle"] = self.book.saved()
+                self.actions.suppress(self._suppressed())
             try:
                 await loop.run_in_executor(self._writer, self._commit_pending)
                 self._counted()
@@ -457,6 +473,8 @@ class Agent:
                         {"channel": sample.channel, "kind": fault,
                          "quality": sample.quality.label}))
         outcome.extend(self.engine.reliability(ts_ms))
+        outcome.events += self.book.latched(self.engine.latched(), ts_ms)
+        outcome.events += self.book.due(ts_ms)
         self._pending_samples += result.samples
         self._latest.update((s.channel, s) for s in result.samples)
         if self.spaces.open:
@@ -482,12 +500,13 @@ class Agent:
             self._shifts.pop(0)
         if trust:
             self.times_trusted = True
-        if not samples and not pending.events and not state and self._pending_entry is None:
+        states = self._pending_states
+        if not samples and not pending.events and not state and not states:
             return
         self.buffer.commit_cycle(samples, pending.events, pending.raised, pending.ended,
-                                 core_state=state, entry_state=self._pending_entry)
+                                 core_state=state, states=states)
         self._pending, self._pending_samples, self._pending_state = Outcome(), [], None
-        self._pending_entry = None
+        self._pending_states = {}
         trimmed = self.buffer.trim(_now_ms())
         self._stored = _Stored(len(samples), len(pending.events), trimmed.evicted,
                                trimmed.expired, self.buffer.used_bytes())
@@ -614,21 +633,34 @@ class Agent:
         }
 
     async def _alarms(self, _args: commands.Args) -> dict[str, Any]:
-        waiting = self.actions.awaiting_ack()
-        active = [{"key": k, "id": a.alarm_id, "class": a.cls, "raised_ms": a.raised_ms,
-                   "level": self.engine.level_of(k) if a.cls == "alarm" else None,
-                   "state": "acknowledged" if a.alarm_id in self._acked else "unacknowledged"}
-                  for k, a in sorted(self.engine.active.items(), key=lambda i: i[1].raised_ms)]
-        active += [{"key": k, "id": i, "class": c, "raised_ms": None, "level": None,
-                    "state": "ended, unacknowledged"} for k, (i, c) in waiting.items()]
-        return {"active": active}
+        """Open alarm episodes with their lifecycle state, then faults and anomalies."""
+        open_ = [{"key": e.key, "id": e.alarm_id, "class": "alarm", "raised_ms": e.raised_ms,
+                  "level": e.level, "state": e.state, "escalation": e.escalation,
+                  "suppressed": self.book.suppressed(e), "acknowledged": e.acked,
+                  "handled": e.handled}
+                 for e in sorted(self.book.episodes.values(), key=lambda e: e.raised_ms)]
+        others = {k: a for k, a in self.engine.active.items() if a.cls != "alarm"}
+        open_ += [{"key": k, "id": a.alarm_id, "class": a.cls, "raised_ms": a.raised_ms,
+                   "level": None, "state": "acknowledged" if a.alarm_id in self._acked
+                   else "unacknowledged"}
+                  for k, a in sorted(others.items(), key=lambda i: i[1].raised_ms)]
+        open_ += [{"key": k, "id": i, "class": c, "raised_ms": None, "level": None,
+                   "state": "ended, unacknowledged"}
+                  for k, (i, c) in self.actions.awaiting_ack().items() if c != "alarm"]
+        return {"active": open_, **self.book.report()}
 
     async def _ping(self, _args: commands.Args) -> dict[str, Any]:
         return {"version": __version__, "config_hash": self.loaded.hash,
                 "uptime_s": round(time.time() - self.started, 1)}
 
     async def _ack_alarm(self, args: commands.AckAlarm) -> dict[str, Any]:
-        """Acknowledge an active alarm, or one that is over but still holds an output."""
+        """Acknowledge an open alarm episode, or an active fault or anomaly (or one that
+        is over but still holds an output).
+        """
+        if (episode := self.book.find(args.key, args.alarm)) is not None:
+            events = self._lifecycle(self.book.ack, episode, args.by, args.note, _now_ms())
+            return await self._commit_events(events, key=episode.key, alarm=episode.alarm_id,
+                                             by=args.by, state=episode.state)
         open_ = {k: (a.alarm_id, a.cls) for k, a in self.engine.active.items()}
         open_.update(self.actions.awaiting_ack())
         key = args.key or next((k for k, (i, _) in open_.items() if i == args.alarm), None)
@@ -636,14 +668,96 @@ class Agent:
             raise CommandError("not_found", f"no alarm {args.key or args.alarm!r} to "
                                "acknowledge", open=sorted(open_)[:50])
         alarm_id, cls = open_[key]
-        if key in self.engine.active:
-            outcome = self.engine.ack(key, _now_ms(), args.by)
-        else:
-            outcome = Outcome(events=[Event(_now_ms(), cls, "acknowledged", alarm_id,  # type: ignore[arg-type]
-                                            key, {"by": args.by})])
-        self._queue.put_nowait(outcome)
+        event = Event(_now_ms(), cls, "acknowledged", alarm_id, key,  # type: ignore[arg-type]
+                      {"by": args.by, "note": args.note})
+        return await self._commit_events([event], key=key, alarm=alarm_id, by=args.by)
+
+    async def _reset_alarm(self, args: commands.AlarmRef) -> dict[str, Any]:
+        """Release a latched alarm: refused while its condition holds or before the ack."""
+        episode = self._episode(args)
+        if (refusal := self.book.reset_refusal(episode)) is not None:
+            log.warning("reset_refused", key=episode.key, by=args.by, reason=refusal)
+            raise CommandError("refused", refusal)
+        events = self.engine.reset(episode.key, _now_ms(), args.by).events
+        return await self._commit_events(events, key=episode.key, alarm=episode.alarm_id,
+                                         by=args.by)
+
+    async def _handle_alarm(self, args: commands.HandleAlarm) -> dict[str, Any]:
+        """Record the cause and the action taken: the alarm closes once it is over."""
+        episode = self._episode(args)
+        events = self._lifecycle(self.book.handle, episode, args.by, args.cause, args.action,
+                                 _now_ms())
+        return await self._commit_events(events, key=episode.key, alarm=episode.alarm_id,
+                                         by=args.by,
+                                         closed=any(e.transition == "closed" for e in events))
+
+    async def _shelve_alarm(self, args: commands.ShelveAlarm) -> dict[str, Any]:
+        if args.key not in (keys := self.engine.alarm_keys()):
+            raise CommandError("not_found", f"no alarm {args.key!r} to shelve (faults cannot "
+                               "be shelved)", keys=keys[:100])
+        events = self._lifecycle(self.book.shelve, args.key, self.engine.level_of(args.key),
+                                 args.by, args.reason, args.minutes, _now_ms(),
+                                 self.book.find(args.key, None))
+        return await self._commit_events(events, key=args.key, by=args.by,
+                                         until_ms=self.book.shelved[args.key].until_ms)
+
+    async def _unshelve_alarm(self, args: commands.Unshelve) -> dict[str, Any]:
+        if args.key not in self.book.shelved:
+            raise CommandError("not_found", f"{args.key!r} is not shelved",
+                               shelved=sorted(self.book.shelved))
+        return await self._commit_events(self.book.unshelve(args.key, args.by, _now_ms()),
+                                         key=args.key, by=args.by)
+
+    async def _out_of_service(self, args: commands.OutOfService) -> dict[str, Any]:
+        """Take a channel out of service for maintenance; never one that watches a space
+        with people inside.
+        """
+        if args.channel not in self.engine.channels:
+            raise CommandError("not_found", f"no channel {args.channel!r}",
+                               channels=sorted(self.engine.channels)[:100])
+        for name, session in self.spaces.open.items():
+            if args.channel in {c.channel for c in self.spaces.channels[name]}:
+                raise CommandError("refused", f"{args.channel} watches {name}, where entry "
+                                   f"session {session.session_id[:8]} is open: end the entry "
+                                   "first")
+        events = self._lifecycle(self.book.take_out_of_service, args.channel, args.by,
+                                 args.reason, args.minutes, _now_ms(), len(self.engine.channels))
+        return await self._commit_events(
+            events, channel=args.channel, by=args.by,
+            until_ms=self.book.out_of_service[args.channel].until_ms)
+
+    async def _return_to_service(self, args: commands.ReturnToService) -> dict[str, Any]:
+        if args.channel not in self.book.out_of_service:
+            raise CommandError("not_found", f"{args.channel!r} is not out of service",
+                               out_of_service=sorted(self.book.out_of_service))
+        events = self.book.return_to_service(args.channel, args.by, _now_ms())
+        return await self._commit_events(events, channel=args.channel, by=args.by)
+
+    def _episode(self, args: commands.AlarmRef) -> lifecycle.Episode:
+        episode = self.book.find(args.key, args.alarm)
+        if episode is None:
+            raise CommandError("not_found", f"no open alarm {args.key or args.alarm!r}",
+                               open=sorted({e.key for e in self.book.episodes.values()})[:50])
+        return episode
+
+    @staticmethod
+    def _lifecycle(change: Callable[..., list[Event]], *args: Any) -> list[Event]:
+        try:
+            return change(*args)
+        except lifecycle.Refused as exc:
+            log.warning("alarm_command_refused", reason=str(exc))
+            raise CommandError("refused", str(exc)) from None
+
+    async def _commit_events(self, events: list[Event], **reply: Any) -> dict[str, Any]:
+        """Queue the events; reply once they are stored."""
+        self._queue.put_nowait(Outcome(events=events))
         await self._checkpoint()  # stored before the reply says so
-        return {"key": key, "alarm": alarm_id, "by": args.by}
+        return reply
+
+    def _suppressed(self) -> set[str]:
+        """The alarm keys that drive no outputs now: shelved, or on a channel out of service."""
+        return {k for k in self.engine.all_keys()
+                if self.book.suppression(k, self.engine.channels_of(k))}
 
     async def _read_now(self, args: commands.ReadNow) -> dict[str, Any]:
         names = [args.device] if args.device else [d.name for d in self.loaded.site.devices]
@@ -665,8 +779,11 @@ class Agent:
         results = await asyncio.gather(*(pollers[n].poll_now(n) for n in names))
         latest = {s.channel: s for r in results for s in r.samples}
         faults = [k for k, a in self.engine.active.items() if a.cls == "fault"]
+        held = {c: f"out of service ({s.reason}) by {s.by}"
+                for c, s in self.book.out_of_service.items()}
         test = entry.pre_entry_test(space, self.spaces.channels[space.name], latest, faults,
-                                    _now_ms(), self.loaded.site.alarm_defaults.molar_volume_l)
+                                    _now_ms(), self.loaded.site.alarm_defaults.molar_volume_l,
+                                    held)
         event = Event(test.ts_ms, "entry", "tested", uuid.uuid4().hex, f"space:{space.name}",
                       {**test.body(), "by": args.by})
         resumed = self.spaces.tested(space.name, event.alarm_id, test.ts_ms, test.passed)

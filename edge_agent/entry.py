@@ -104,16 +104,20 @@ def entry_limits(space: Space, gas: str, unit: str,
 
 
 def pre_entry_test(space: Space, channels: list[SpaceChannel], latest: Mapping[str, Sample],
-                   faults: Collection[str], now_ms: int, molar_volume_l: float) -> EntryTest:
-    """Judge the latest readings of ``channels``; ``faults``: the keys of active faults."""
-    verdicts = [_judge(space, c, latest.get(c.channel), faults, now_ms, molar_volume_l)
-                for c in channels]
+                   faults: Collection[str], now_ms: int, molar_volume_l: float,
+                   held: Mapping[str, str] | None = None) -> EntryTest:
+    """Judge the latest readings of ``channels``; ``faults``: the keys of active faults;
+    ``held``: channels or devices that cannot count now (out of service, calibration
+    overdue) and why.
+    """
+    verdicts = [_judge(space, c, latest.get(c.channel), faults, now_ms, molar_volume_l,
+                       held or {}) for c in channels]
     passed = bool(verdicts) and all(v.passed is not False for v in verdicts)
     return EntryTest(space.name, now_ms, passed, verdicts)
 
 
 def _judge(space: Space, c: SpaceChannel, sample: Sample | None, faults: Collection[str],
-           now_ms: int, molar_volume_l: float) -> Verdict:
+           now_ms: int, molar_volume_l: float, held: Mapping[str, str]) -> Verdict:
     limits = entry_limits(space, c.gas, c.unit, molar_volume_l)
     lo, hi = limits or (None, None)
     limit = ("" if limits is None else f"{lo:g}-{hi:g} {c.unit}" if lo is not None
@@ -127,6 +131,8 @@ def _judge(space: Space, c: SpaceChannel, sample: Sample | None, faults: Collect
     active = sorted(k for k in faults if k.startswith((f"{device}:", f"{c.channel}:")))
     if active:
         return verdict(False, f"fault {', '.join(active)}")
+    if why := held.get(c.channel) or held.get(device):
+        return verdict(False, why)
     if sample is None or now_ms - sample.ts_ms > c.max_age_ms:
         return verdict(False, "no fresh reading")
     if sample.quality is Quality.NOT_READY:

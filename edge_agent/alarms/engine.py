@@ -373,16 +373,19 @@ class AlarmEngine:
             return Outcome()
         return self._transition("fault", key, active, ts_ms, details)
 
-    def ack(self, key: str, ts_ms: int, by: str) -> Outcome:
-        """A person acknowledged the alarm ``key``; a latched alarm whose condition is
-        gone ends at the next cycle. KeyError if no such alarm is active.
+    def reset(self, key: str, ts_ms: int, by: str) -> Outcome:
+        """A person reset the latched alarm ``key``, whose condition is gone: it ends at
+        the next cycle. The caller checks that it may (lifecycle.AlarmBook).
         """
         alarm = self.active[key]
-        for i, limit in enumerate(self.limits):
-            if limit.key == key:
-                self.bank.acked[i] = True
-        return Outcome(events=[Event(ts_ms, alarm.cls, "acknowledged", alarm.alarm_id,  # type: ignore[arg-type]
-                                     key, {"by": by})])
+        self.bank.acked[[i for i, x in enumerate(self.limits) if x.key == key]] = True
+        return Outcome(events=[Event(ts_ms, "alarm", "reset", alarm.alarm_id, key, {"by": by})])
+
+    def latched(self) -> set[str]:
+        """The active latching limits whose condition is gone: held until a reset."""
+        held = self.bank.active & ~self.bank.condition & np.array(
+            [x.latch for x in self.limits], dtype=bool)
+        return {self.limits[i].key for i in np.flatnonzero(held)}
 
     def reliability(self, ts_ms: int) -> Outcome:
         """Mark the active alarms of channels whose sensor or device has a fault as
@@ -429,8 +432,13 @@ class AlarmEngine:
                                     {**details, "raised_ts": alarm.raised_ms}))
         return out
 
-    def keys(self) -> Iterable[str]:
+    def all_keys(self) -> Iterable[str]:
+        """Every alarm and fault key of the site."""
         return self._keys
+
+    def alarm_keys(self) -> list[str]:
+        """The keys of class ``alarm``: limits, combined rules, exposure."""
+        return sorted(self._levels)
 
     def level_of(self, key: str) -> int:
         """The alarm level of a key (limits, rules, exposure); 0 for faults and anomalies."""

@@ -14,7 +14,7 @@ import json
 import sqlite3
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -153,17 +153,17 @@ class Buffer:
     def commit_cycle(self, samples: Sequence[Sample], events: Sequence[Event],
                      raised: Iterable[ActiveAlarm] = (), ended: Iterable[str] = (),
                      core_state: CoreState | None = None,
-                     entry_state: dict[str, Any] | None = None) -> int:
+                     states: Mapping[str, dict[str, Any]] | None = None) -> int:
         """Store one cycle's samples and events in one transaction; return the last seq.
 
         ``raised`` and ``ended`` update the active alarms, and ``core_state`` and
-        ``entry_state`` (when given) replace the saved state of the alarm core and of
-        confined-space entry, in the same transaction, so the state on disk always
-        matches the events.
+        ``states`` (name -> document, e.g. entry sessions, alarm lifecycle) replace the
+        saved state of the alarm core and of the others given, in the same
+        transaction, so the state on disk always matches the events.
         """
         try:
             return self._commit_cycle(samples, events, raised, ended, core_state or {},
-                                      entry_state)
+                                      states or {})
         except BaseException:
             self._channel_ids.clear()  # ids cached inside a rolled-back transaction
             raise
@@ -187,11 +187,11 @@ class Buffer:
 
     def _commit_cycle(self, samples: Sequence[Sample], events: Sequence[Event],
                       raised: Iterable[ActiveAlarm], ended: Iterable[str],
-                      core_state: CoreState, entry_state: dict[str, Any] | None) -> int:
+                      core_state: CoreState, states: Mapping[str, dict[str, Any]]) -> int:
         with self._writing():
-            if entry_state is not None:
-                self.db.execute("INSERT OR REPLACE INTO meta VALUES ('entry', ?)",
-                                [json.dumps(entry_state, separators=(",", ":"))])
+            self.db.conn.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", [
+                (f"state:{name}", json.dumps(doc, separators=(",", ":")))
+                for name, doc in states.items()])
             self.db.conn.executemany(
                 "INSERT OR REPLACE INTO core_state VALUES (?, ?, ?, ?)",
                 [(kernel, json.dumps(keys), _pack(arrays), int(time.time() * 1000))
@@ -276,9 +276,10 @@ class Buffer:
         rows = self.db.execute("SELECT key, alarm_id, cls, raised_ms FROM active_alarms")
         return {row[0]: ActiveAlarm(*row) for row in rows}
 
-    def entry_state(self) -> dict[str, Any]:
-        """Confined-space entry as last saved: {} before the first test."""
-        row = self.db.execute("SELECT value FROM meta WHERE key = 'entry'").fetchone()
+    def state(self, name: str) -> dict[str, Any]:
+        """A state document as last saved with ``commit_cycle``: {} before the first."""
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", [f"state:{name}"]
+                              ).fetchone()
         return json.loads(row[0]) if row else {}
 
     def core_state(self) -> CoreState:

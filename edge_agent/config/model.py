@@ -427,6 +427,10 @@ class Action(BaseModel):
     device: str = Field(description="the relay or IO module, a device of this config")
     output: str = Field(description="an output of the device's profile")
     release: Literal["cleared_and_acknowledged", "cleared"] = "cleared_and_acknowledged"
+    escalation: int = Field(0, ge=0, le=10, description="0: on when a matching alarm is "
+                            "raised; N: only once one has gone unacknowledged through N "
+                            "escalations (a further output: a siren at the gate, a "
+                            "supervisor's beacon)")
 
 
 class SpaceDetector(BaseModel):
@@ -475,6 +479,23 @@ class AlarmDefaults(BaseModel):
         "(½ and 1 × MAC or STEL), or none")
     molar_volume_l: float = Field(24.05, ge=22.0, le=25.0, description="L/mol for mg/m3 -> "
                                   "ppm: 24.05 at 20 °C (Chinese workplace sampling)")
+
+
+class AlarmManagement(BaseModel):
+    """Shelving, out of service and escalation (ALARM_MANAGEMENT.md §1.2, §6.6)."""
+
+    model_config = _Strict
+
+    shelve_max_min: float = Field(60.0, gt=0, le=1440, description="the longest a person "
+                                  "may shelve an alarm (Elipse E3's default cap)")
+    shelve_level2: bool = Field(False, description="allow shelving level-2 alarms")
+    out_of_service_max_min: float = Field(240.0, gt=0, le=1440, description="the longest a "
+                                          "channel may stay out of service for maintenance")
+    out_of_service_max_share: float = Field(0.5, gt=0, le=1, description="the share of the "
+                                            "site's channels that may be out of service at once")
+    escalate_after_min: float | None = Field(10.0, gt=0, le=1440, description="an alarm "
+                                             "unacknowledged this long is escalated (null: never)")
+    escalations_max: int = Field(3, ge=1, le=10, description="escalations per alarm, at most")
 
 
 class Term(BaseModel):
@@ -540,6 +561,7 @@ class SiteConfig(BaseModel):
     site_id: TopicId
     profiles_dir: ConfigPath | None = Field(None, description="default: the shipped drivers/")
     alarm_defaults: AlarmDefaults = AlarmDefaults()
+    alarm_management: AlarmManagement = AlarmManagement()
     anomaly: AnomalySettings = AnomalySettings()
     rules: list[CombinedRule] = Field(default_factory=list)
     redundant: list[Redundant] = Field(default_factory=list)

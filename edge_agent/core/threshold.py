@@ -8,8 +8,8 @@ than the deadband, so a reading hovering at the setpoint does not chatter (OPC U
 Part 9 B.1.5). The *alarm* follows the condition with delays (OPC UA B.1.5,
 ALARM_MANAGEMENT.md §1.3): it is raised once the condition has held for
 ``on_delay`` seconds and ends once the condition has been gone for ``off_delay``
-seconds. A latching alarm ends only when, in addition, a person has acknowledged
-it: acknowledging never ends an alarm whose condition still holds (gas panels
+seconds. A latching alarm ends only when, in addition, a person has reset it
+(``acked``): a reset never ends an alarm whose condition still holds (gas panels
 refuse a reset while gas is present, ALARM_MANAGEMENT.md §2).
 
 A NaN reading (failed or missing) leaves the condition as it is; the delays keep
@@ -24,11 +24,11 @@ Arrays, one entry per limit (length L); ``values`` has one entry per channel:
     deadband   float64[L]  >= 0, in the channel's unit
     on_delay   float64[L]  seconds the condition must hold before the alarm
     off_delay  float64[L]  seconds the condition must be gone before the alarm ends
-    latch      bool[L]     the alarm ends only once acknowledged
+    latch      bool[L]     the alarm ends only once reset
     condition  bool[L]     state: the setpoint reached (with the deadband)
     since      float64[L]  state: when ``condition`` last changed (NaN: never)
     active     bool[L]     state: the alarm is raised
-    acked      bool[L]     state: acknowledged since it was raised (set by the engine)
+    acked      bool[L]     state: reset by a person since it was raised (set by the engine)
     changed    bool[L]     output: True where ``active`` flipped in this call
 """
 

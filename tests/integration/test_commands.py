@@ -78,7 +78,8 @@ def test_ack_alarm_is_recorded_as_an_event_with_who(
     assert platform.wait_for(lambda: "gas1.co:above:1" in view.active, 10), running.log
     raised = view.active["gas1.co:above:1"]
     reply = commander.call("ack-alarm", alarm=raised["id"], by="alice")
-    assert {"key": "gas1.co:above:1", "alarm": raised["id"], "by": "alice"} == reply["result"]
+    assert {"key": "gas1.co:above:1", "alarm": raised["id"], "by": "alice",
+            "state": "acknowledged"} == reply["result"]
     assert platform.wait_for(lambda: any(e["transition"] == "acknowledged" for e in view.events))
     acked = next(e for e in view.events if e["transition"] == "acknowledged")
     assert (raised["id"], "alice") == (acked["id"], acked["by"])

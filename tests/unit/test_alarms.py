@@ -93,16 +93,20 @@ def test_alarm_restored_for_a_removed_limit_is_withdrawn() -> None:
     assert [] == alarms.withdraw_orphans(21).events
 
 
-def test_alarm_latched_ends_after_acknowledgement_and_clear() -> None:
+def test_alarm_latched_ends_only_after_a_reset_once_clear() -> None:
     latched = LimitSpec("gas1.co", 2, "above", 160.0, 5.0, "ppm", latch=True)
     alarms = engine(site(ChannelSpec("gas1.co", "gas1", "ppm", (latched,))))
     assert ["raised"] == [e.transition for e in alarms.judge({"gas1.co": 200.0}, 1000).events]
+    assert set() == alarms.latched()  # gas still present
     assert [] == alarms.judge({"gas1.co": 10.0}, 2000).events  # clear, but latched
-    acked = alarms.ack("gas1.co:above:2", 3000, by="technician")
-    assert [("acknowledged", "id1", {"by": "technician"})] == [
-        (e.transition, e.alarm_id, e.details) for e in acked.events]
+    assert {"gas1.co:above:2"} == alarms.latched()
+    assert [] == alarms.judge({"gas1.co": 10.0}, 2500).events  # holds without a reset
+    reset = alarms.reset("gas1.co:above:2", 3000, by="technician")
+    assert [("reset", "id1", {"by": "technician"})] == [
+        (e.transition, e.alarm_id, e.details) for e in reset.events]
     ended = alarms.judge({"gas1.co": 10.0}, 4000).events
     assert [("returned_to_normal", "id1")] == [(e.transition, e.alarm_id) for e in ended]
+    assert set() == alarms.latched()
 
 
 def test_alarm_on_delay_runs_on_any_device_poll() -> None:

@@ -24,8 +24,8 @@ def readings(values: dict[str, float], quality: dict[str, Quality] | None = None
 
 
 def failures(values: dict[str, float], **kwargs) -> dict[str, str]:
-    faults = kwargs.pop("faults", ())
-    test = pre_entry_test(SPACE, CHANNELS, readings(values, **kwargs), faults, NOW, VM)
+    faults, held = kwargs.pop("faults", ()), kwargs.pop("held", None)
+    test = pre_entry_test(SPACE, CHANNELS, readings(values, **kwargs), faults, NOW, VM, held)
     assert test.passed == (not [v for v in test.verdicts if v.passed is False])
     return {v.channel: v.reason for v in test.verdicts if v.passed is False}
 
@@ -64,6 +64,13 @@ def test_no_reading_is_no_proof_of_safe_air() -> None:
     assert failures(CLEAN, faults={"top:comm_lost", "other:comm_lost"}) == dict.fromkeys(
         CLEAN, "fault top:comm_lost")
     assert failures(CLEAN, faults={"top.co:stuck"}) == {"top.co": "fault top.co:stuck"}
+
+
+def test_a_channel_out_of_service_or_overdue_cannot_clear_a_space() -> None:
+    assert failures(CLEAN, held={"top.co": "out of service (calibration) by Zhao"}) == {
+        "top.co": "out of service (calibration) by Zhao"}
+    assert failures(CLEAN, held={"top": "calibration overdue"}) == dict.fromkeys(
+        CLEAN, "calibration overdue")
 
 
 def test_the_flammable_limit_follows_the_lel_of_the_gas() -> None:
