@@ -7,8 +7,9 @@ From ALARM_MANAGEMENT.md §1.3-1.4 and §6.16 (EEMUA 191 and ISA-18.2 as quoted 
 - ``stale``: alarms active for more than 24 hours (target 0);
 - ``chattering``: per channel, its activations in the last 60 s when there are 3 or
   more (target: none);
-- ``mean_ack_s`` and ``mean_clear_s``: from raised to acknowledged, and to returned to
-  normal, over the alarms since the agent started (null before the first).
+- ``mean_ack_s``, ``mean_clear_s`` and ``mean_close_s``: from raised to acknowledged,
+  to returned to normal, and to closed (handled, edge_agent/lifecycle.py), over the
+  alarms since the agent started (null before the first).
 
 Only class ``alarm`` counts: faults and anomalies are not operator alarms. The
 figures are fed by the event loop and read by the uplink thread (``health``).
@@ -37,12 +38,16 @@ class AlarmFigures:
         self._started: dict[str, int] = {}  # alarm id -> raised ts, until it is over
         self._ack = [0, 0.0]  # count, total seconds
         self._clear = [0, 0.0]
+        self._close = [0, 0.0]
 
     def follow(self, events: Iterable[Event]) -> None:
         with self._lock:
             for e in events:
                 if e.cls != "alarm":
                     continue
+                if e.transition == "closed":
+                    self._close[0] += 1
+                    self._close[1] += e.details["open_s"]
                 if e.transition == "raised":
                     self._raised.append(e.ts_ms)
                     channel = e.key.split(":", 1)[0]
@@ -78,6 +83,7 @@ class AlarmFigures:
                 "chattering": chattering,
                 "mean_ack_s": _mean(self._ack),
                 "mean_clear_s": _mean(self._clear),
+                "mean_close_s": _mean(self._close),
             }
 
 

@@ -18,8 +18,9 @@ from rich.text import Text
 
 from edge_agent import cli, control
 
-alarms_app = typer.Typer(no_args_is_help=True, help="The running agent's active alarms: list "
-                                                     "them, acknowledge one, see the figures.")
+alarms_app = typer.Typer(no_args_is_help=True, help="The running agent's alarms: list them, "
+                         "acknowledge, reset, record how one was handled, shelve, take a "
+                         "channel out of service, see the figures.")
 # Gas-panel colours (GB 16808): alarm red, fault yellow, normal green.
 STYLE = {"alarm": "bold white on red", "fault": "black on yellow", "anomaly": "magenta",
          None: "green"}
@@ -102,18 +103,39 @@ def _view(status: dict[str, Any]) -> Group:
         f"over quota, {buf['expired']} past retention", "yellow")
         if buf["evicted"] or buf["expired"] else "")
     alarms = _alarm_table(status["alarms"], now)
-    return Group(head, channels, buses, link, alarms)
+    return Group(head, _protection(h["protection"], now), channels, buses, link, alarms)
+
+
+def _protection(protection: dict[str, Any], now: int) -> Text:
+    """Shelved alarms and channels out of service, loudly: the site is not fully protected."""
+    lines = [f"shelved {escape(key)} by {escape(s['by'])} ({escape(s['reason'])}), "
+             f"{_left(now, s['until_ms'])} left" for key, s in protection["shelved"].items()]
+    lines += [f"OUT OF SERVICE {escape(c)} by {escape(s['by'])} ({escape(s['reason'])}), "
+              f"{_left(now, s['until_ms'])} left"
+              for c, s in protection["out_of_service"].items()]
+    if not lines:
+        return Text("")
+    return Text("NOT FULLY PROTECTING: " + "; ".join(lines), style="bold black on yellow")
+
+
+def _left(now_ms: int, until_ms: int) -> str:
+    return f"{max(0, until_ms - now_ms) / 60_000:.0f} min"
 
 
 def _alarm_table(active: list[dict[str, Any]], now: int) -> Table | Text:
     if not active:
         return Text("no active alarms or faults", style="green")
-    table = Table(title="active alarms and faults", title_justify="left")
+    table = Table(title="open alarms and faults", title_justify="left")
     for column in ("key", "class", "level", "state", "since", "id"):
         table.add_column(column)
     for a in active:
+        state = a["state"].replace("_", " ")
+        if a.get("escalation"):
+            state += f", escalated x{a['escalation']}"
+        if a.get("suppressed"):
+            state += f", {a['suppressed'].replace('_', ' ').upper()}"
         table.add_row(escape(a["key"]), Text(a["class"], style=STYLE.get(a["class"], "")),
-                      "-" if a["level"] is None else f"L{a['level']}", a["state"],
+                      "-" if a["level"] is None else f"L{a['level']}", escape(state),
                       _age(now, a["raised_ms"]), a["id"][:8])
     return table
 
@@ -148,32 +170,105 @@ def alarms_list(config: cli.ConfigOption, as_json: cli.JsonOption = False) -> No
     cli.out.print(_alarm_table(active, int(time.time() * 1000)))
 
 
-@alarms_app.command("ack")
-def alarms_ack(config: cli.ConfigOption,
-               alarm: Annotated[str, typer.Argument(help="the alarm's key (gas1.co:above:1) "
-                                                    "or id (its first 8 characters will do)")],
-               by: Annotated[str, typer.Option(help="who acknowledges: your name")]) -> None:
-    """Acknowledge an alarm, as the platform's operator would (the same code path)."""
-    fields: dict[str, Any] = {"by": by}
+AlarmArgument = Annotated[str, typer.Argument(
+    help="the alarm's key (gas1.co:above:1) or id (its first 8 characters will do)")]
+By = Annotated[str, typer.Option(help="who: your name, recorded with it")]
+Reason = Annotated[str, typer.Option(help="why: recorded and published with it")]
+Minutes = Annotated[float, typer.Option(min=1, help="for how long, minutes (it ends by itself)")]
+
+
+def _alarm(config: Path, alarm: str) -> dict[str, str]:
+    """The command fields that name an alarm: its key, or the full id of an open one."""
     if ":" in alarm or "." in alarm:
-        fields["key"] = alarm
-    else:
-        ids = [a["id"] for a in ask(config, "alarms")["active"] if a["id"].startswith(alarm)]
-        if len(ids) != 1:
-            cli.fail(f"{'no' if not ids else 'more than one'} alarm id starts with {alarm!r}",
-                     "see the ids with `edge-agent alarms list`")
-        fields["alarm"] = ids[0]
-    result = ask(config, "ack-alarm", **fields)
-    cli.out.print(f"[green]acknowledged[/] {escape(result['key'])} (id {result['alarm'][:8]}) "
-                  f"by {escape(result['by'])}", highlight=False)
+        return {"key": alarm}
+    ids = [a["id"] for a in ask(config, "alarms")["active"] if a["id"].startswith(alarm)]
+    if len(ids) != 1:
+        cli.fail(f"{'no' if not ids else 'more than one'} alarm id starts with {alarm!r}",
+                 "see the ids with `edge-agent alarms list`")
+    return {"alarm": ids[0]}
+
+
+def _done(what: str, result: dict[str, Any]) -> None:
+    about = result.get("key") or result.get("channel")
+    ident = f" (id {result['alarm'][:8]})" if result.get("alarm") else ""
+    state = f": {result['state'].replace('_', ' ')}" if result.get("state") else ""
+    cli.out.print(f"[green]{what}[/] {escape(about)}{ident} by {escape(result['by'])}"
+                  f"{escape(state)}", highlight=False)
+
+
+@alarms_app.command("ack")
+def alarms_ack(config: cli.ConfigOption, alarm: AlarmArgument, by: By,
+               note: Annotated[str | None, typer.Option(help="a note kept with it")] = None
+               ) -> None:
+    """Acknowledge an alarm, as the platform's operator would (the same code path)."""
+    fields: dict[str, Any] = {"by": by, **_alarm(config, alarm)}
+    if note:
+        fields["note"] = note
+    _done("acknowledged", ask(config, "ack-alarm", **fields))
+
+
+@alarms_app.command("reset")
+def alarms_reset(config: cli.ConfigOption, alarm: AlarmArgument, by: By) -> None:
+    """Reset a latched alarm: refused while the gas is still there or before the ack."""
+    _done("reset", ask(config, "reset-alarm", by=by, **_alarm(config, alarm)))
+
+
+@alarms_app.command("handle")
+def alarms_handle(config: cli.ConfigOption, alarm: AlarmArgument, by: By,
+                  cause: Annotated[str, typer.Option(help="what caused the alarm")],
+                  action: Annotated[str, typer.Option(help="what was done about it")]) -> None:
+    """Record how an acknowledged alarm was handled; it closes once it is over."""
+    result = ask(config, "handle-alarm", by=by, cause=cause, action=action,
+                 **_alarm(config, alarm))
+    _done("closed" if result["closed"] else "handled (closes once it is over)", result)
+
+
+@alarms_app.command("shelve")
+def alarms_shelve(config: cli.ConfigOption,
+                  key: Annotated[str, typer.Argument(help="the alarm's key: gas1.co:above:1")],
+                  by: By, reason: Reason, minutes: Minutes = 60.0) -> None:
+    """Shelve a nuisance alarm for a while: still recorded and published, no outputs.
+    Level-2 alarms cannot be shelved unless the config allows it.
+    """
+    _done("shelved", ask(config, "shelve-alarm", key=key, by=by, reason=reason,
+                         minutes=minutes))
+
+
+@alarms_app.command("unshelve")
+def alarms_unshelve(config: cli.ConfigOption,
+                    key: Annotated[str, typer.Argument(help="the shelved alarm's key")],
+                    by: By) -> None:
+    """End a shelving before it expires."""
+    _done("unshelved", ask(config, "unshelve-alarm", key=key, by=by))
+
+
+@alarms_app.command("out-of-service")
+def alarms_out_of_service(
+        config: cli.ConfigOption,
+        channel: Annotated[str, typer.Argument(help="the channel: gas1.co")],
+        by: By, reason: Reason, minutes: Minutes = 60.0) -> None:
+    """Take a channel out of service for maintenance (calibration, replacement): its
+    alarms drive no outputs until it returns; refused while it watches an open entry.
+    """
+    _done("out of service:", ask(config, "out-of-service", channel=channel, by=by,
+                                 reason=reason, minutes=minutes))
+
+
+@alarms_app.command("return-to-service")
+def alarms_return(config: cli.ConfigOption,
+                  channel: Annotated[str, typer.Argument(help="the channel: gas1.co")],
+                  by: By) -> None:
+    """Return a channel to service before its time runs out."""
+    _done("returned to service:", ask(config, "return-to-service", channel=channel, by=by))
 
 
 @alarms_app.command("stats")
 def alarms_stats(config: cli.ConfigOption, as_json: cli.JsonOption = False) -> None:
     """Alarm-management figures against the EEMUA 191 / ISA-18.2 targets."""
-    figures = ask(config, "status")["health"]["alarm_figures"]
+    health = ask(config, "status")["health"]
+    figures, protection = health["alarm_figures"], health["protection"]
     if as_json:
-        cli.out.print_json(data=figures)
+        cli.out.print_json(data={**figures, "protection": protection})
         return
     table = Table(title="alarm management")
     table.add_column("figure")
@@ -186,7 +281,14 @@ def alarms_stats(config: cli.ConfigOption, as_json: cli.JsonOption = False) -> N
             ("stale (active over 24 h)", str(figures["stale"]), "0"),
             ("chattering (3+ in 60 s)", chattering, "none"),
             ("mean time to acknowledge", _seconds(figures["mean_ack_s"]), ""),
-            ("mean time to clear", _seconds(figures["mean_clear_s"]), "")]:
+            ("mean time to clear", _seconds(figures["mean_clear_s"]), ""),
+            ("mean time to close (handled)", _seconds(figures["mean_close_s"]), ""),
+            ("shelved now", str(len(protection["shelved"])), "0"),
+            ("out of service now", str(len(protection["out_of_service"])), "0"),
+            ("awaiting acknowledgement", str(protection["awaiting"]["unacknowledged"]
+                                             + protection["awaiting"]["returned_unacknowledged"]),
+             "0"),
+            ("awaiting handling", str(protection["awaiting"]["awaiting_handling"]), "0")]:
         table.add_row(name, escape(value), target)
     cli.out.print(table)
 

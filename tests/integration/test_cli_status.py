@@ -87,6 +87,32 @@ def test_alarms_ack_of_nothing_says_what_can_be_acknowledged(
             ] == result.stderr.splitlines()
 
 
+def test_shelving_and_out_of_service_show_loudly_and_refusals_say_why(
+        running: AgentProcess, site_config: Path) -> None:
+    def cli(*args: str):
+        return edge_agent("alarms", *args, "-c", str(site_config))
+
+    shelved = cli("shelve", "gas1.co:above:1", "--by", "li", "--reason", "drifting",
+                  "--minutes", "20")
+    assert 0 == shelved.returncode, shelved.stderr
+    assert shelved.stdout.startswith("shelved gas1.co:above:1 by li")
+    assert 0 == cli("out-of-service", "gas1.h2s", "--by", "zhao", "--reason",
+                    "calibration").returncode
+    status = edge_agent("status", "-c", str(site_config), "--once").stdout
+    assert "NOT FULLY PROTECTING: shelved gas1.co:above:1 by li (drifting), 20 min left; " \
+           "OUT OF SERVICE gas1.h2s by zhao (calibration), 60 min left" in status
+    assert "unacknowledged, SHELVED" in status
+
+    level2 = cli("shelve", "gas1.co:above:2", "--by", "li", "--reason", "x")
+    assert 1 == level2.returncode
+    assert "level-2 alarms cannot be shelved" in level2.stderr
+    handled = cli("handle", "gas1.co:above:1", "--by", "li", "--cause", "c", "--action", "a")
+    assert "acknowledge it first" in handled.stderr
+    assert 0 == cli("return-to-service", "gas1.h2s", "--by", "zhao").returncode
+    assert 0 == cli("unshelve", "gas1.co:above:1", "--by", "li").returncode
+    assert "NOT FULLY" not in edge_agent("status", "-c", str(site_config), "--once").stdout
+
+
 def test_status_without_a_running_agent_says_so(site_config: Path) -> None:
     result = edge_agent("status", "-c", str(site_config))
     assert 1 == result.returncode

@@ -52,3 +52,11 @@ def test_stale_alarms_and_the_mean_time_to_acknowledge() -> None:
               "gas1:comm_lost": ActiveAlarm("gas1:comm_lost", "f1", "fault", T0)}
     report = figures.report(T0 + 25 * 3600 * S, active)
     assert (report["stale"], report["mean_ack_s"], report["mean_clear_s"]) == (1, 60.0, None)
+
+
+def test_the_mean_time_to_close_comes_from_closed_episodes() -> None:
+    figures = AlarmFigures()
+    assert figures.report(T0, {})["mean_close_s"] is None
+    figures.follow([Event(T0, "alarm", "closed", "x1", "gas1.co:above:1", {"open_s": 600}),
+                    Event(T0, "alarm", "closed", "x2", "gas1.co:above:1", {"open_s": 300})])
+    assert figures.report(T0, {})["mean_close_s"] == 450.0
