@@ -14,6 +14,7 @@ engine and the actions in place; the buffer and the uplink stay.
 from __future__ import annotations
 
 import asyncio
+import datetime
 import fnmatch
 import math
 import signal
@@ -779,8 +780,9 @@ class Agent:
         results = await asyncio.gather(*(pollers[n].poll_now(n) for n in names))
         latest = {s.channel: s for r in results for s in r.samples}
         faults = [k for k, a in self.engine.active.items() if a.cls == "fault"]
-        held = {c: f"out of service ({s.reason}) by {s.by}"
-                for c, s in self.book.out_of_service.items()}
+        held = entry.overdue(space, self.loaded.site, datetime.date.today()) | {
+            c: f"out of service ({s.reason}) by {s.by}"
+            for c, s in self.book.out_of_service.items()}
         test = entry.pre_entry_test(space, self.spaces.channels[space.name], latest, faults,
                                     _now_ms(), self.loaded.site.alarm_defaults.molar_volume_l,
                                     held)

@@ -10,13 +10,16 @@ Every gas channel of the space's detectors is judged on its latest reading:
 - and in every case a fresh, good reading (at most three poll intervals old) from
   a device and a sensor without an active fault. A sensor warming up, a device
   that does not answer or a reading that is not fresh fails the test: no reading
-  is no proof of safe air.
+  is no proof of safe air. So does a channel out of service, and a detector whose
+  calibration is due or whose last bump test is older than the space allows
+  (ALARM_MANAGEMENT.md §6.14; once people are inside, neither stops the watch).
 
 Gases with no entry limit here (CO2, VOC) are reported, not judged.
 """
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Collection, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -77,6 +80,23 @@ def space_channels(site: SiteConfig, profiles: ProfileLibrary, space: Space) -> 
                 found.append(SpaceChannel(f"{device.name}.{point.name}", detector.point,
                                           point.gas, point.unit or "",
                                           round(3000 * device.poll_interval_s)))
+    return found
+
+
+def overdue(space: Space, site: SiteConfig, today: datetime.date) -> dict[str, str]:
+    """The space's detectors that cannot clear it today: device -> why (only the dates
+    given in the config are checked).
+    """
+    devices = {d.name: d for d in site.devices}
+    found = {}
+    for detector in space.detectors:
+        d = devices[detector.device]
+        if d.calibrated is not None and today >= (
+                due := d.calibrated + datetime.timedelta(d.calibration_interval_days)):
+            found[d.name] = f"calibration due since {due} (calibrated {d.calibrated})"
+        elif d.bump_tested is not None and (today - d.bump_tested).days > space.bump_max_days:
+            found[d.name] = (f"bump test overdue: last {d.bump_tested}, at most every "
+                             f"{space.bump_max_days} days")
     return found
 
 

@@ -9,6 +9,7 @@ themselves are valid.
 
 from __future__ import annotations
 
+import datetime
 import difflib
 import re
 from collections.abc import Iterable
@@ -286,6 +287,12 @@ class Device(BaseModel):
     poll_interval_s: float = Field(1.0, ge=0.1, le=3600)
     timeout_ms: int | None = Field(None, ge=10, le=60_000, description="default: the bus's")
     channels: dict[str, Channel] = Field(default_factory=dict)
+    calibrated: datetime.date | None = Field(None, description="date of the last calibration: "
+                                             "a space it watches cannot be entered once due")
+    calibration_interval_days: int = Field(180, ge=1, le=730, description="calibration is "
+                                           "due this long after the last (maker's manual)")
+    bump_tested: datetime.date | None = Field(None, description="date of the last bump test "
+                                              "(test gas, alarms seen to respond)")
 
     @field_validator("profile")
     @classmethod
@@ -465,6 +472,8 @@ class Space(BaseModel):
                                      "this often during entry (§6.5)")
     permit_h: float = Field(24.0, gt=0, le=24, description="a session ends this long after "
                                 "its start (§6.10)")
+    bump_max_days: int = Field(30, ge=1, le=30, description="entry is refused when a "
+                               "detector's last bump test is older (never over 30 days)")
 
 
 # --- the site -------------------------------------------------------------------

@@ -57,6 +57,34 @@ def test_the_cli_test_passes_clean_air_and_fails_low_oxygen_with_the_reason(
     assert second["seq"] > first["seq"]
 
 
+def test_a_detector_overdue_for_calibration_or_out_of_service_fails_the_test(
+        site_config: Path, platform: PlatformSubscriber, broker: Mosquitto) -> None:
+    text = site_config.read_text().replace('profile = "generic_4gas"\n',
+                                           'profile = "generic_4gas"\ncalibrated = 2025-01-01\n')
+    site_config.write_text(text + SPACE)
+    agent = AgentProcess(site_config).start()
+    client = CommandClient(broker.port)
+    view = platform.gateways["gw-test"]
+    try:
+        assert platform.wait_for(lambda: view.status.get("state") == "online", 20), agent.log
+        first = view.status["started"]
+        test = client.call("entry-test", space="manhole-3", by="Li Wei")["result"]
+        assert {"calibration due since 2025-06-30 (calibrated 2025-01-01)"} == {
+            c["reason"] for c in test["channels"]}
+        site_config.write_text(text.replace("calibrated = 2025-01-01\n", "") + SPACE)
+        agent.stop()
+        agent = AgentProcess(site_config).start()
+        assert platform.wait_for(lambda: view.status.get("state") == "online"
+                                 and view.status["started"] != first, 20), agent.log
+        client.call("out-of-service", channel="gas1.co", by="Zhao", reason="calibration")
+        test = client.call("entry-test", space="manhole-3", by="Li Wei")["result"]
+        assert ["gas1.co"] == [c["channel"] for c in test["channels"] if c["passed"] is False]
+        assert "out of service (calibration) by Zhao" == test["channels"][1]["reason"]
+    finally:
+        client.close()
+        agent.kill()
+
+
 def test_the_platform_tests_a_space_and_is_told_which_spaces_exist(
         agent_with_space: AgentProcess, broker: Mosquitto,
         gas_detector: SimulatedDevice) -> None:

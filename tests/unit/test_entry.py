@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import datetime
+
 import pytest
 
-from edge_agent.config import Space
-from edge_agent.entry import SpaceChannel, entry_limits, pre_entry_test
+from edge_agent.config import SiteConfig, Space
+from edge_agent.entry import SpaceChannel, entry_limits, overdue, pre_entry_test
 from edge_agent.records import Quality, Sample
 
 NOW = 1_800_000_000_000
@@ -93,3 +95,19 @@ def test_a_gas_without_an_entry_limit_is_reported_not_judged() -> None:
 
 def test_a_space_without_channels_never_passes() -> None:
     assert not pre_entry_test(SPACE, [], {}, (), NOW, VM).passed
+
+
+def test_a_detector_due_for_calibration_or_bump_cannot_clear_the_space() -> None:
+    site = SiteConfig.model_validate({
+        "gateway_id": "gw", "site_id": "s", "mqtt": {"host": "localhost"},
+        "buses": [{"name": "b", "type": "modbus-tcp", "host": "127.0.0.1", "port": 502}],
+        "devices": [{"name": "top", "bus": "b", "unit_id": 1, "profile": "generic_4gas",
+                     "calibrated": datetime.date(2026, 6, 1), "bump_tested":
+                     datetime.date(2026, 11, 1)}]})
+    assert {} == overdue(SPACE, site, datetime.date(2026, 11, 27))  # due 2026-11-28
+    assert {"top": "calibration due since 2026-11-28 (calibrated 2026-06-01)"} == overdue(
+        SPACE, site, datetime.date(2026, 11, 28))
+    strict = SPACE.model_copy(update={"bump_max_days": 7})
+    assert {"top": "bump test overdue: last 2026-11-01, at most every 7 days"} == overdue(
+        strict, site, datetime.date(2026, 11, 9))
+    assert {} == overdue(strict, site, datetime.date(2026, 11, 8))
