@@ -3,7 +3,9 @@
 An action holds its output on from the moment a matching alarm is raised (or, for
 an escalation output, escalated that far) until every matching alarm has cleared
 and, unless its rule says "cleared", been acknowledged by a person: a sounder must
-not fall silent because a reading dipped under the setpoint for one poll. An alarm
+not fall silent because a reading dipped under the setpoint for one poll. An action
+on a space (``space:<name>``) holds its output from an evacuation until the entry
+resumes after a new passed test, or ends. An alarm
 that is shelved or whose channel is out of service holds no output
 (edge_agent/lifecycle.py). The outputs are written through the bus pollers, one
 transaction at a time on each bus, ahead of the next poll.
@@ -25,6 +27,8 @@ from edge_agent.tasks import cancel_and_wait
 log = structlog.get_logger(__name__)
 
 ENDS = ("returned_to_normal", "withdrawn")
+STARTS = ("raised", "evacuate")
+ENTRY_ENDS = ("resumed", "ended", "expired")  # what ends an evacuation
 RETRY_MAX_S = 30.0
 
 
@@ -51,12 +55,15 @@ class _Output:
         return any(fnmatch.fnmatchcase(key, pattern) for pattern in self.spec.when)
 
     def releases(self, hold: _Hold) -> bool:
-        return hold.cleared and (hold.acknowledged or self.spec.release == "cleared")
+        return hold.cleared and (hold.acknowledged or self.spec.release == "cleared"
+                                 or hold.cls == "entry")
 
     def takes(self, event: Event) -> bool:
-        """Whether the event starts a hold: a raise, or an escalation far enough."""
+        """Whether the event starts a hold: a raise or an evacuation, or an escalation
+        far enough.
+        """
         if self.spec.escalation == 0:
-            return event.transition == "raised"
+            return event.transition in STARTS
         return (event.transition == "escalated"
                 and event.details["escalation"] >= self.spec.escalation)
 
@@ -75,7 +82,8 @@ class Actions:
 
     def __init__(self, specs: Iterable[Action], write: Write, report: Report,
                  active: Mapping[str, ActiveAlarm] | None = None,
-                 escalations: Mapping[str, int] | None = None) -> None:
+                 escalations: Mapping[str, int] | None = None,
+                 evacuating: Mapping[str, str] | None = None) -> None:
         self._outputs = [_Output(spec) for spec in specs]
         self._write = write
         self._report = report
@@ -86,6 +94,10 @@ class Actions:
             for output in self._outputs:
                 if output.matches(key) and escalations.get(key, 0) >= output.spec.escalation:
                     output.holds[key] = _Hold(alarm.alarm_id, alarm.cls)
+        for key, session_id in (evacuating or {}).items():  # space key -> its session
+            for output in self._outputs:
+                if output.matches(key) and output.spec.escalation == 0:
+                    output.holds[key] = _Hold(session_id, "entry")
 
     def follow(self, events: Iterable[Event]) -> None:
         """Update the holds from alarm transitions; drive the outputs that change."""
@@ -95,11 +107,12 @@ class Actions:
                 if not output.matches(event.key):
                     continue
                 was = output.on(self._suppressed)
-                if output.takes(event) and (event.transition == "raised"
+                if output.takes(event) and (event.transition in STARTS
                                             or event.key not in output.holds):
                     output.holds[event.key] = _Hold(event.alarm_id, event.cls)
                 elif (hold := output.holds.get(event.key)) is not None:
-                    hold.cleared |= event.transition in ENDS
+                    hold.cleared |= event.transition in (ENTRY_ENDS if hold.cls == "entry"
+                                                         else ENDS)
                     hold.acknowledged |= event.transition == "acknowledged"
                     if output.releases(hold):
                         del output.holds[event.key]

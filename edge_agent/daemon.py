@@ -185,9 +185,12 @@ class Agent:
         self.book.adopt(self.engine.active, self.engine.channels_of, self.engine.level_of)
         self.actions = Actions(site.actions, self._write_output, self._action_fault,
                                active=self.engine.active, escalations={
-                                   e.key: e.escalation for e in self.book.episodes.values()})
+                                   e.key: e.escalation for e in self.book.episodes.values()},
+                               evacuating={f"space:{name}": s.session_id
+                                           for name, s in self.spaces.open.items()
+                                           if s.state == "evacuate"})
         self.actions.suppress(self._suppressed())
-        keys = list(self.engine.all_keys())
+        keys = [*self.engine.all_keys(), *(f"space:{s.name}" for s in site.spaces)]
         for action in site.actions:
             if not any(fnmatch.fnmatchcase(k, p) for k in keys for p in action.when):
                 log.warning("action_matches_no_alarm", action=action.name, when=action.when)
