@@ -13,10 +13,41 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 TIME_ERROR = 5  # adjtimex: the kernel's clock is not synchronised (Linux timex.h)
+
+
+# Rehearsals and tests: seconds to add to both clocks, read from this file, so a job
+# of 24 hours runs in seconds through the unchanged daemon (tests/integration/
+# test_jobs.py). Never set in service: the unit file does not, and the agent says so
+# loudly in its log when it is set.
+SHIFT_FILE = os.environ.get("EDGE_AGENT_CLOCK_SHIFT_FILE")
+_shift: tuple[float, float] = (-1.0, 0.0)  # (the file's mtime, its seconds)
+
+
+def shift_s() -> float:
+    """How far the rehearsal clock is ahead: 0 in service."""
+    global _shift
+    if SHIFT_FILE is None:
+        return 0.0
+    mtime = Path(SHIFT_FILE).stat().st_mtime_ns
+    if mtime != _shift[0]:
+        _shift = (mtime, float(Path(SHIFT_FILE).read_text() or 0))
+    return _shift[1]
+
+
+def now_ms() -> int:
+    """The wall clock, in ms since the epoch: what samples and events carry."""
+    return time.time_ns() // 1_000_000 + round(shift_s() * 1000)
+
+
+def monotonic() -> float:
+    """The monotonic clock that poll results carry (the kernels' time)."""
+    return time.monotonic() + shift_s()
 
 
 class AgentClock:

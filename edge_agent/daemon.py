@@ -33,6 +33,7 @@ import structlog
 from edge_agent import (
     __version__,
     buffer,
+    clock,
     commands,
     control,
     entry,
@@ -224,6 +225,10 @@ class Agent:
         site = self.loaded.site
         log.info("agent_starting", version=__version__, gateway=site.gateway_id,
                  site=site.site_id, config=str(self.loaded.path), config_hash=self.loaded.hash)
+        if clock.SHIFT_FILE is not None:
+            log.warning("clock_shifted_for_rehearsal", file=clock.SHIFT_FILE,
+                        shift_s=clock.shift_s(), note="EDGE_AGENT_CLOCK_SHIFT_FILE is set: "
+                        "times are not real; unset it in service")
         if self.loaded.notes:
             log.warning("config_format_upgraded", changes=list(self.loaded.notes),
                         next_step=f"edge-agent config migrate {self.loaded.path}")
@@ -956,7 +961,7 @@ def _log_event(event: Event) -> None:
 
 
 def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
+    return clock.now_ms()
 
 
 def run(loaded: LoadedConfig, early_stop: threading.Event | None = None) -> None:

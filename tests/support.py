@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import os
 import signal
 import sqlite3
 import subprocess
@@ -77,18 +78,44 @@ path = "{buffer}"
 """
 
 
+class ShiftedClock:
+    """The clock of an agent process, moved forward by the test through the file named
+    by EDGE_AGENT_CLOCK_SHIFT_FILE (edge_agent/clock.py): a 2-hour rule runs in seconds.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset_s = 0.0
+        path.write_text("0")
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"EDGE_AGENT_CLOCK_SHIFT_FILE": str(self.path)}
+
+    def advance(self, seconds: float) -> None:
+        self.offset_s += seconds
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(f"{self.offset_s:.3f}")
+        tmp.replace(self.path)  # never read half-written
+
+    def now_ms(self) -> int:
+        return int((time.time() + self.offset_s) * 1000)
+
+
 class AgentProcess:
     """``edge-agent run`` in its own process, its log in a file."""
 
-    def __init__(self, config: Path) -> None:
+    def __init__(self, config: Path, env: dict[str, str] | None = None) -> None:
         self.config = config
         self.log_path = config.with_suffix(".log")
         self.proc: subprocess.Popen[bytes] | None = None
+        self.env = env
 
     def start(self) -> AgentProcess:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "edge_agent", "run", "--config",
-                                      str(self.config)], stdout=log, stderr=log, cwd=REPO)
+                                      str(self.config)], stdout=log, stderr=log, cwd=REPO,
+                                     env={**os.environ, **(self.env or {})})
         log.close()
         return self
 

@@ -19,6 +19,7 @@ from typing import Protocol
 
 import structlog
 
+from edge_agent import clock
 from edge_agent.config import Device
 from edge_agent.profiles import Profile
 from edge_agent.records import Quality, Sample
@@ -93,7 +94,7 @@ class PollResult:
     samples: list[Sample]
     fault: str | None = None  # one of FAULTS
     error: str | None = None  # what went wrong, for the fault event and the log
-    mono_s: float = field(default_factory=time.monotonic)  # when, on a clock NTP cannot step
+    mono_s: float = field(default_factory=clock.monotonic)  # when, on a clock NTP cannot step
 
 
 @dataclass
@@ -184,7 +185,7 @@ class BusPoller:
         if entry.failures >= self.comm_loss_after:
             self._log.info("device_recovered", device=device.name, after_failures=entry.failures)
         entry.failures = entry.backoff = 0
-        ts_ms = time.time_ns() // 1_000_000
+        ts_ms = clock.now_ms()
         stale = self._heartbeat_stalled(entry, raw)
         samples = []
         for name, (value, quality) in entry.profile.interpret(raw).items():
@@ -215,7 +216,7 @@ class BusPoller:
                 self._log.warning("device_comm_lost", device=device.name,
                                   failures=entry.failures, error=error)
             entry.backoff += 1
-        ts_ms = time.time_ns() // 1_000_000
+        ts_ms = clock.now_ms()
         samples = []
         for point in entry.profile.channels:
             last = entry.last.get(point.name)
