@@ -55,6 +55,8 @@ class _Output:
         return any(fnmatch.fnmatchcase(key, pattern) for pattern in self.spec.when)
 
     def releases(self, hold: _Hold) -> bool:
+        if self.spec.release == "acknowledged" and hold.cls != "entry":
+            return hold.acknowledged
         return hold.cleared and (hold.acknowledged or self.spec.release == "cleared"
                                  or hold.cls == "entry")
 

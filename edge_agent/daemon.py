@@ -365,6 +365,7 @@ class Agent:
                 if isinstance(item, PollResult):
                     item = self._judge(item)
                 if isinstance(item, Outcome):
+                    item.events[:] = self.book.marked(item.events, self.engine.channels_of)
                     item.events += self.book.follow(item.events, self.engine.channels_of,
                                                     self.engine.level_of)
                     for event in item.events:

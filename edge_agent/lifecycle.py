@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from edge_agent.config import AlarmManagement
@@ -121,6 +121,15 @@ class AlarmBook:
                 self.dirty = True
                 out += self._close_if_done(episode, event.ts_ms)
         return out
+
+    def marked(self, events: list[Event], channels_of: Any) -> list[Event]:
+        """The events, with ``suppressed`` (shelved, out_of_service) on the raise of an
+        alarm that drives no outputs, so the platform shows it as such.
+        """
+        return [replace(e, details={**e.details, "suppressed": why})
+                if e.cls == "alarm" and e.transition == "raised"
+                and (why := self.suppression(e.key, channels_of(e.key))) else e
+                for e in events]
 
     def adopt(self, active: dict[str, Any], channels_of: Any, level_of: Any) -> None:
         """Open an episode for each active alarm the book does not know (an alarm

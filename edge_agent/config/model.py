@@ -433,7 +433,10 @@ class Action(BaseModel):
         min_length=1, description="alarm keys, shell-style patterns allowed: gas1.co:above:*")
     device: str = Field(description="the relay or IO module, a device of this config")
     output: str = Field(description="an output of the device's profile")
-    release: Literal["cleared_and_acknowledged", "cleared"] = "cleared_and_acknowledged"
+    release: Literal["cleared_and_acknowledged", "cleared", "acknowledged"] = Field(
+        "cleared_and_acknowledged", description="when a holding alarm lets go: cleared and "
+        "acknowledged (a sounder by default), cleared (a fan, a beacon that follow the gas), "
+        "or acknowledged (a sounder that an ack silences; a new alarm sounds it again)")
     escalation: int = Field(0, ge=0, le=10, description="0: on when a matching alarm is "
                             "raised; N: only once one has gone unacknowledged through N "
                             "escalations (a further output: a siren at the gate, a "

@@ -190,6 +190,8 @@ def test_alarm_lifecycle_from_raise_to_close_with_shelving_and_escalation(
         gas_detector.pin("co", 30)
         assert platform.wait_for(lambda: len([e for e in view.events if (
             e["key"], e["transition"]) == (l1, "raised")]) == 2, 10), "still evaluated, published"
+        assert "shelved" == [e for e in view.events if e["transition"] == "raised"][-1].get(
+            "suppressed")
         protection = commander.call("status")["result"]["health"]["protection"]
         assert ["bob"] == [s["by"] for s in protection["shelved"].values()]
         assert 0 == sounder(relays)  # shelved: no output

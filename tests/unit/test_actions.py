@@ -65,3 +65,13 @@ def test_an_evacuation_holds_until_the_entry_resumes_without_an_ack() -> None:
     assert [{"beacon": True}, {"beacon": False}] == outputs(
         specs, [event("record", space, "entry")], [event("ended", space, "entry")],
         evacuating={space: "s1"})  # restored after a restart
+
+
+def test_a_silenceable_sounder_stops_on_the_ack_and_sounds_again_on_a_new_alarm() -> None:
+    specs = [action("sounder", "gas1.co:*", release="acknowledged"),
+             action("fan", "gas1.co:*", release="cleared")]
+    assert [{"sounder": True, "fan": True}, {"sounder": False, "fan": True},
+            {"sounder": True, "fan": True}, {"sounder": True, "fan": False}] == outputs(
+        specs, [event("raised")], [event("acknowledged")],
+        [event("raised", "gas1.co:above:2")], [event("returned_to_normal"),
+                                                event("returned_to_normal", "gas1.co:above:2")])

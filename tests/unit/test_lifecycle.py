@@ -101,6 +101,8 @@ def test_shelving_suppresses_outputs_stops_escalation_and_expires() -> None:
     [shelved] = b.shelve(KEY, 1, "Wang", "chattering, sensor to be replaced", 20, T0, episode)
     assert (shelved.details["by"], shelved.details["episode"]) == ("Wang", "a1")
     assert "shelved" == b.suppressed(episode)
+    [again] = b.marked([raised("a2")], lambda key: {"gas1.co"})
+    assert "shelved" == again.details["suppressed"]
     assert [] == b.due(T0 + 10 * MINUTE_MS)  # no escalation while shelved
     [expired] = b.due(T0 + 20 * MINUTE_MS)
     assert (expired.transition, expired.alarm_id, expired.details["by"]) == (
