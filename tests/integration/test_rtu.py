@@ -91,8 +91,8 @@ path = "{buffer}"
 def test_agent_polls_an_rtu_bus_and_isolates_an_absent_device(
         pty_pair: tuple[Path, Path], gas_detector: SimulatedDevice, broker: Mosquitto,
         platform: PlatformSubscriber, tmp_path: Path) -> None:
-    """The device that answers is read exactly; the one that never answers is comm_lost
-    and does not stop the other (PEER_LESSONS 5)."""
+    """The device that answers is read exactly and still alarms; the one that never
+    answers is comm_lost and does not stop the other (PEER_LESSONS 5)."""
     device_end, agent_end = pty_pair
     config = tmp_path / "site.toml"
     config.write_text(RTU_SITE.format(port=agent_end, broker_port=broker.port,
@@ -108,5 +108,7 @@ def test_agent_polls_an_rtu_bus_and_isolates_an_absent_device(
             assert (None, "comm_lost") == (view.latest["absent.o2"]["v"],
                                            view.latest["absent.o2"]["q"])
             assert "gas1:comm_lost" not in view.active
+            gas_detector.pin("co", 30)  # an alarm on another device during the fault
+            assert platform.wait_for(lambda: "gas1.co:above:1" in view.active, 10)
         finally:
             assert 0 == agent.stop()
