@@ -59,6 +59,22 @@ def gas_detector() -> SimulatedDevice:
 
 
 @pytest.fixture
+def relays() -> SimulatedDevice:
+    """An 8-relay module (unit 2) whose coils record what the agent wrote."""
+    return SimulatedDevice(ProfileLibrary().get("waveshare_relay_8ch_d"), unit_id=2)
+
+
+@pytest.fixture
+def field(gas_detector: SimulatedDevice, relays: SimulatedDevice
+          ) -> Iterator[ModbusTcpSimulator]:
+    """The gas detector and the relay module on one Modbus TCP server."""
+    from edge_agent.demo.broker import free_port
+
+    with ModbusTcpSimulator([gas_detector, relays], port=free_port()) as server:
+        yield server
+
+
+@pytest.fixture
 def modbus_server(gas_detector: SimulatedDevice) -> Iterator[ModbusTcpSimulator]:
     from edge_agent.demo.broker import free_port
 

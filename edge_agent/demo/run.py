@@ -159,7 +159,8 @@ async def _run(sites: list[DemoSite], platform: PlatformSubscriber, seconds: flo
     start = time.monotonic()
     inject_at = min(max(3.0, seconds * 0.2), 15.0)
     ack_at = inject_at + (seconds - inject_at) / 2
-    injected = acked = False
+    close_at = ack_at + (seconds - ack_at) / 2
+    injected = acked = closed = False
     live = Live(_view(sites, platform, 0, seconds), console=console, auto_refresh=False,
                 transient=False) if console.is_terminal else contextlib.nullcontext()
     seen_events = 0
@@ -175,6 +176,9 @@ async def _run(sites: list[DemoSite], platform: PlatformSubscriber, seconds: flo
             if not acked and elapsed >= ack_at:
                 _acknowledge(sites, platform)
                 acked = True
+            if not closed and elapsed >= close_at:
+                _close(sites, platform)
+                closed = True
             if isinstance(live, Live):
                 live.update(_view(sites, platform, elapsed, seconds), refresh=True)
             else:
@@ -195,14 +199,31 @@ async def _run(sites: list[DemoSite], platform: PlatformSubscriber, seconds: flo
 def _acknowledge(sites: list[DemoSite], platform: PlatformSubscriber) -> None:
     """The platform's operator acknowledges every active alarm, as a platform would."""
     for site in sites:
-        mqtt = site.loaded.site.mqtt
-        topics = Topics.for_site(mqtt.topic_prefix, site.loaded.site.site_id,
-                                 site.loaded.site.gateway_id)
         view = platform.gateways[site.loaded.site.gateway_id]
         for key, raised in list(view.active.items()):
             if raised["class"] == "alarm":
-                platform.client.publish(f"{topics.prefix}/cmd/ack-alarm", json.dumps(
-                    {"id": f"demo-{key}", "key": key, "by": "platform operator"}), qos=1)
+                _command(site, platform, "ack-alarm", key=key, by="platform operator")
+
+
+def _close(sites: list[DemoSite], platform: PlatformSubscriber) -> None:
+    """The safety officer closes the loop: every alarm not yet acknowledged is, and
+    each gets its cause and action; those that are over close at once.
+    """
+    for site in sites:
+        view = platform.gateways[site.loaded.site.gateway_id]
+        acked = {e["id"] for e in view.events if e["transition"] == "acknowledged"}
+        for alarm in {e["id"] for e in view.events
+                      if e["class"] == "alarm" and e["transition"] == "raised"}:
+            if alarm not in acked:
+                _command(site, platform, "ack-alarm", alarm=alarm, by="safety officer")
+            _command(site, platform, "handle-alarm", alarm=alarm, by="safety officer",
+                     cause="hazard injected by the demo", action="none: a demonstration")
+
+
+def _command(site: DemoSite, platform: PlatformSubscriber, name: str, **fields: str) -> None:
+    config = site.loaded.site
+    prefix = Topics.for_site(config.mqtt.topic_prefix, config.site_id, config.gateway_id).prefix
+    platform.client.publish(f"{prefix}/cmd/{name}", json.dumps(fields), qos=1)
 
 
 def _view(sites: list[DemoSite], platform: PlatformSubscriber, elapsed: float,
@@ -253,7 +274,11 @@ def _rule(event: dict) -> str:
 
 def _event_line(site: str, event: dict) -> str:
     what = event.get("channel") or event.get("device") or event["key"]
-    if event["transition"] == "acknowledged":
+    if event["transition"] == "closed":
+        detail = f"by {event.get('handled_by')}: {event.get('cause')}"
+    elif event["transition"] == "escalated":
+        detail = f"(escalation {event.get('escalation')})"
+    elif "by" in event:  # a person's act: acknowledged, handled, reset, shelved ...
         detail = f"by {event.get('by')}"
     elif event["class"] == "alarm" and "value" in event:
         detail = f"{event['value']} {event.get('unit', '')} ({_rule(event)})"
@@ -278,8 +303,8 @@ def _print_new_events(sites: list[DemoSite], platform: PlatformSubscriber, conso
 
 def _summary(sites: list[DemoSite], platform: PlatformSubscriber, console: Console) -> int:
     table = Table(title="demo summary")
-    for column in ("site", "gateway", "polled", "at platform", "alarms", "acked msgs",
-                   "left in buffer"):
+    for column in ("site", "gateway", "polled", "at platform", "alarms", "closed",
+                   "acked msgs", "left in buffer"):
         table.add_column(column, justify="left" if column in ("site", "gateway") else "right")
     complete = True
     for site in sites:
@@ -288,20 +313,22 @@ def _summary(sites: list[DemoSite], platform: PlatformSubscriber, console: Conso
         gateway = site.loaded.site.gateway_id
         view: GatewayView = platform.gateways[gateway]
         polled, arrived = agent.counters["samples"], len(view.sample_seqs)
-        raised = sum(1 for e in view.events if e["class"] == "alarm"
-                     and e["transition"] == "raised")
+        raised, closed = (sum(1 for e in view.events if e["class"] == "alarm"
+                              and e["transition"] == t) for t in ("raised", "closed"))
         depth = agent.final_depth or {}
         ok = arrived == polled and not any(depth.values())
         complete &= ok
         table.add_row(site.name, gateway, str(polled),
                       Text(str(arrived), style="green" if ok else "bold red"), str(raised),
+                      str(closed),
                       str(agent.uplink.delivered["messages"]),
                       str(sum(depth.values())) if depth else "?")
     console.print(table)
     if complete:
         console.print("[green]every polled sample reached the broker; the buffers are empty.[/]\n"
                       "polled: samples the agents read; at platform: distinct samples the "
-                      "platform subscriber received; acked msgs: MQTT messages the broker "
+                      "platform subscriber received; closed: alarms acknowledged, over and "
+                      "handled (the closed loop); acked msgs: MQTT messages the broker "
                       "acknowledged (PUBACK).")
         return 0
     console.print("[bold red]some polled samples did not reach the broker.[/]")

@@ -3,14 +3,10 @@ the broker up or down, and released as the rule says."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from edge_agent.demo.broker import Mosquitto, free_port
 from edge_agent.demo.platform import PlatformSubscriber
-from edge_agent.profiles import ProfileLibrary
 from simulators import ModbusTcpSimulator, SimulatedDevice
 from tests.support import SITE, AgentProcess, CommandClient, wait_until
 
@@ -29,18 +25,6 @@ device = "relays"
 output = "relay_1"
 release = "{release}"
 """
-
-
-@pytest.fixture
-def relays() -> SimulatedDevice:
-    return SimulatedDevice(ProfileLibrary().get("waveshare_relay_8ch_d"), unit_id=2)
-
-
-@pytest.fixture
-def field(gas_detector: SimulatedDevice, relays: SimulatedDevice
-          ) -> Iterator[ModbusTcpSimulator]:
-    with ModbusTcpSimulator([gas_detector, relays], port=free_port()) as server:
-        yield server
 
 
 def site(tmp_path: Path, field: ModbusTcpSimulator, broker_port: int, release: str) -> Path:

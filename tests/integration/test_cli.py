@@ -66,5 +66,7 @@ def test_cli_demo_shows_alarms_and_delivers_every_sample() -> None:
     # the platform's ack-alarm command reached the agent and came back as an event
     assert "confined_space: alarm acknowledged bottom.h2s:above:1 by platform operator" in (
         result.stdout)
+    assert "confined_space: alarm handled bottom.h2s:above:1 by safety officer" in (
+        result.stdout)
     assert "every polled sample reached the broker; the buffers are empty." in result.stdout
     assert "Traceback" not in result.stderr

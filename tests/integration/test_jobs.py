@@ -8,32 +8,18 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from edge_agent.demo.broker import Mosquitto, free_port
+from edge_agent.demo.broker import Mosquitto
 from edge_agent.demo.platform import PlatformSubscriber
-from edge_agent.profiles import ProfileLibrary
 from simulators import ModbusTcpSimulator, SimulatedDevice
 from simulators.job import Command, Job, Step, load_job
 from tests.integration.test_cli import edge_agent
 from tests.support import SITE, AgentProcess, CommandClient, ShiftedClock, wait_until
 
 MINUTE_MS = 60_000
-
-
-@pytest.fixture
-def relays() -> SimulatedDevice:
-    return SimulatedDevice(ProfileLibrary().get("waveshare_relay_8ch_d"), unit_id=2)
-
-
-@pytest.fixture
-def field(gas_detector: SimulatedDevice, relays: SimulatedDevice
-          ) -> Iterator[ModbusTcpSimulator]:
-    with ModbusTcpSimulator([gas_detector, relays], port=free_port()) as server:
-        yield server
 
 
 class JobRun:
