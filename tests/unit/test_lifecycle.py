@@ -122,6 +122,8 @@ def test_out_of_service_is_limited_to_a_share_of_the_channels_and_expires() -> N
         b.take_out_of_service("gas1.co", "Zhao", "calibration", 241, T0, site_channels=4)
     feed(b, raised())
     assert "out_of_service" == b.suppressed(b.find(KEY, None))
+    [marked] = b.marked([raised("a2")], lambda key: {"gas1.co"})
+    assert "out_of_service" == marked.details["suppressed"]
     events = b.due(T0 + 60 * MINUTE_MS)
     assert [("returned_to_service", "gas1.co"), ("returned_to_service", "gas1.h2s")] == sorted(
         (e.transition, e.key) for e in events)
