@@ -191,6 +191,8 @@ class Agent:
                                            for name, s in self.spaces.open.items()
                                            if s.state == "evacuate"})
         self.actions.suppress(self._suppressed())
+        # Read by the uplink thread (health): replaced whole, never changed in place.
+        self._protection = self.book.report()
         keys = [*self.engine.all_keys(), *(f"space:{s.name}" for s in site.spaces)]
         for action in site.actions:
             if not any(fnmatch.fnmatchcase(k, p) for k in keys for p in action.when):
@@ -214,7 +216,7 @@ class Agent:
                       "wall_step_s": round(self._offset_s, 3)},
             "buses": {b.name: b.stats.report() for b in self.buses},
             "actions": self.actions.state(),
-            "protection": self.book.report(),
+            "protection": self._protection,
             # A copy: the event loop changes the dict while this thread reads it.
             "alarm_figures": self.alarm_figures.report(_now_ms(), self.engine.active.copy()),
         }
@@ -386,6 +388,7 @@ class Agent:
             if self.book.dirty:
                 self._pending_states["lifecycle"] = self.book.saved()
                 self.actions.suppress(self._suppressed())
+                self._protection = self.book.report()
             try:
                 await loop.run_in_executor(self._writer, self._commit_pending)
                 self._counted()
