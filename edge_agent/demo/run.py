@@ -303,7 +303,7 @@ def _print_new_events(sites: list[DemoSite], platform: PlatformSubscriber, conso
 
 def _summary(sites: list[DemoSite], platform: PlatformSubscriber, console: Console) -> int:
     table = Table(title="demo summary")
-    for column in ("site", "gateway", "polled", "at platform", "alarms", "closed",
+    for column in ("site", "gateway", "polled", "at platform", "alarms", "handled / closed",
                    "acked msgs", "left in buffer"):
         table.add_column(column, justify="left" if column in ("site", "gateway") else "right")
     complete = True
@@ -313,23 +313,24 @@ def _summary(sites: list[DemoSite], platform: PlatformSubscriber, console: Conso
         gateway = site.loaded.site.gateway_id
         view: GatewayView = platform.gateways[gateway]
         polled, arrived = agent.counters["samples"], len(view.sample_seqs)
-        raised, closed = (sum(1 for e in view.events if e["class"] == "alarm"
-                              and e["transition"] == t) for t in ("raised", "closed"))
+        raised, handled, closed = (sum(1 for e in view.events if e["class"] == "alarm"
+                                       and e["transition"] == t)
+                                   for t in ("raised", "handled", "closed"))
         depth = agent.final_depth or {}
         ok = arrived == polled and not any(depth.values())
         complete &= ok
         table.add_row(site.name, gateway, str(polled),
                       Text(str(arrived), style="green" if ok else "bold red"), str(raised),
-                      str(closed),
+                      f"{handled} / {closed}",
                       str(agent.uplink.delivered["messages"]),
                       str(sum(depth.values())) if depth else "?")
     console.print(table)
     if complete:
         console.print("[green]every polled sample reached the broker; the buffers are empty.[/]\n"
                       "polled: samples the agents read; at platform: distinct samples the "
-                      "platform subscriber received; closed: alarms acknowledged, over and "
-                      "handled (the closed loop); acked msgs: MQTT messages the broker "
-                      "acknowledged (PUBACK).")
+                      "platform subscriber received; handled: alarms given a cause and an "
+                      "action, closed once also over (the closed loop); acked msgs: MQTT "
+                      "messages the broker acknowledged (PUBACK).")
         return 0
     console.print("[bold red]some polled samples did not reach the broker.[/]")
     return 1
