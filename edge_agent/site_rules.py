@@ -35,7 +35,7 @@ def site_spec(loaded: LoadedConfig, extra_fault_keys: Iterable[str] = ()) -> Sit
     channels = tuple(_channel(rules, site, rules.channel in trended)
                      for rules in loaded.channels())
     rules = tuple(RuleSpec(r.name, r.level, r.within_s, tuple(_term(t) for t in r.when),
-                           r.description) for r in site.rules)
+                           r.description, r.votes) for r in site.rules)
     pairs = tuple(PairSpec(p.channels[0], p.channels[1], p.tolerance, p.duration_s)
                   for p in site.redundant)
     fault_keys = [f"{c.name}:{f}" for c in channels for f in QUALITY_FAULTS]

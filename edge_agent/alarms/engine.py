@@ -145,9 +145,11 @@ class AlarmEngine:
         self.rules = list(spec.rules)
         terms = [(r, term) for r, rule in enumerate(self.rules) for term in rule.terms]
         self._terms = [term for _, term in terms]
+        self._votes = np.array([rule.votes or len(rule.terms) for rule in self.rules],
+                               dtype=np.int64)
         self.rule_bank = RuleBank(np.array([r for r, _ in terms], dtype=np.int64),
-                                  np.array([rule.within_s for rule in self.rules])
-                                  ) if self.rules else None
+                                  np.array([rule.within_s for rule in self.rules]),
+                                  self._votes) if self.rules else None
 
         self._keys = self._all_keys(spec)
         self._levels = {x.key: x.level for x in self.limits} | {
@@ -300,6 +302,7 @@ class AlarmEngine:
                             scores[r]), 4), "value": _value(clean[i])}))
 
         if self.rule_bank is not None:
+            self._compensate_votes()
             terms = np.array([self._term_holds(term) for term in self._terms], dtype=np.bool_)
             if self.rule_bank.step(terms, t):
                 for r in np.flatnonzero(self.rule_bank.changed):
@@ -307,6 +310,16 @@ class AlarmEngine:
                     out.extend(self._transition("alarm", rule.key,
                                                 bool(self.rule_bank.active[r]), ts_ms,
                                                 self._rule_details(rule)))
+
+    def _compensate_votes(self) -> None:
+        """A term on a faulty channel can no longer vote, so a rule needs one term fewer
+        for each (never fewer than one): a fault never makes an alarm harder to raise
+        (ALARM_MANAGEMENT.md §6.7; Touchpoint Pro 9.6.5 vote compensation).
+        """
+        faulty = self.faulty_channels()
+        for r, rule in enumerate(self.rules):
+            lost = sum(1 for t in rule.terms if t.channel in faulty)
+            self.rule_bank.need[r] = max(1, self._votes[r] - lost)  # type: ignore[union-attr]
 
     def _shift_starts(self, t: float) -> np.ndarray:
         """Where a shift (or, without shifts, a day) starts between the last cycle and
@@ -357,6 +370,7 @@ class AlarmEngine:
     def _rule_details(self, rule: RuleSpec) -> dict[str, Any]:
         return {"kind": "combined", "rule": rule.name, "level": rule.level,
                 "description": rule.description, "within_s": rule.within_s,
+                "votes": rule.votes or len(rule.terms),
                 "terms": [{"channel": t.channel, "kind": t.kind, "value": t.value,
                            "reading": _value(self._last[self.channels[t.channel]]
                                              if t.kind in ("above", "below")
@@ -391,11 +405,7 @@ class AlarmEngine:
         """Mark the active alarms of channels whose sensor or device has a fault as
         ``unreliable``, and as ``reliable`` again once every such fault has ended.
         """
-        faulty = set()
-        for key, alarm in self.active.items():
-            if alarm.cls == "fault":
-                where = key.rsplit(":", 1)[0]
-                faulty |= {c.name for c in self.specs if where in (c.name, c.device)}
+        faulty = self.faulty_channels()
         out = Outcome()
         for key, alarm in self.active.items():
             if alarm.cls != "alarm":
@@ -409,6 +419,15 @@ class AlarmEngine:
                                             "faulty_channels": sorted(channels & faulty)}))
         self._unreliable &= set(self.active)
         return out
+
+    def faulty_channels(self) -> set[str]:
+        """The channels whose sensor or device has an active fault."""
+        faulty = set()
+        for key, alarm in self.active.items():
+            if alarm.cls == "fault":
+                where = key.rsplit(":", 1)[0]
+                faulty |= {c.name for c in self.specs if where in (c.name, c.device)}
+        return faulty
 
     def channels_of(self, key: str) -> set[str]:
         """The channels the alarm ``key`` is about."""

@@ -78,6 +78,7 @@ class RuleSpec:
     within_s: float
     terms: tuple[TermSpec, ...]
     description: str = ""
+    votes: int | None = None  # k of the n terms; None: all of them
 
     @property
     def key(self) -> str:

@@ -531,7 +531,9 @@ class Term(BaseModel):
 
 
 class CombinedRule(BaseModel):
-    """An alarm when every term holds within ``within_s`` seconds of each other."""
+    """An alarm when every term (or ``votes`` of them) holds within ``within_s`` seconds
+    of each other.
+    """
 
     model_config = _Strict
 
@@ -539,6 +541,9 @@ class CombinedRule(BaseModel):
     level: Literal[1, 2]
     within_s: float = Field(0.0, ge=0, le=3600)
     when: list[Term] = Field(min_length=2, max_length=8)
+    votes: int | None = Field(None, ge=1, description="k-of-n voting: this many of the terms "
+                              "suffice (GB 16808-2025 §5.5.1.8: confirm from two or more "
+                              "signals); default all")
     description: str = ""
 
 
@@ -687,6 +692,9 @@ class SiteConfig(BaseModel):
                 problems.append((path, f'no channel "{channel}"{_hint(channel, points)}; '
                                  "channels are device.value"))
         problems += _duplicates("rules", "name", [r.name for r in self.rules])
+        problems += [(("rules", i, "votes"), f"{r.votes} votes out of {len(r.when)} terms: at "
+                      f"most {len(r.when)}") for i, r in enumerate(self.rules)
+                     if r.votes is not None and r.votes > len(r.when)]
         for i, device in enumerate(self.devices):
             for name, channel in device.channels.items():
                 point = points.get(f"{device.name}.{name}")

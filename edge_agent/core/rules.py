@@ -1,19 +1,24 @@
-"""Combined rules across channels: a rule holds while every one of its terms has been
-true within the last ``within`` seconds.
+"""Combined rules across channels: a rule holds while at least ``need`` of its terms
+(all of them, unless it votes k-of-n) have been true within the last ``within``
+seconds.
 
 A term is one condition on one channel, judged by the caller each cycle (a value
 above or below a level, a rate of rise or fall past a limit). The rule needs all
 its terms, not necessarily at the same instant: off-gas that started rising two
 minutes before the temperature still counts when ``within`` is 300 s
 (SAFETY_REFERENCE.md §6.4: "two independent pre-warning signals within a short
-window"). ``within`` = 0 asks for all terms at once.
+window"). ``within`` = 0 asks for all terms at once. A rule that votes needs only k
+of its n terms: two detectors out of three confirm a gas alarm (GB 16808-2025
+§5.5.1.8, "confirm from two or more signals").
 
 Arrays, one entry per term (length T) or per rule (length R):
     term_true   bool[T]     this cycle: the term's condition holds
     t           float64     the cycle's time, seconds
     term_rule   int64[T]    the rule each term belongs to
     within      float64[R]  seconds a term counts after it was last true
+    need        int64[R]    terms that must count for the rule to hold (k of n)
     last_true   float64[T]  state: when the term was last true (NaN: never)
+    count       int64[R]    scratch: terms that count this cycle
     active      bool[R]     state: the rule holds
     changed     bool[R]     output: True where ``active`` flipped in this call
 """
@@ -29,7 +34,7 @@ from edge_agent.core._jit import JIT
 
 
 @njit(**JIT)
-def rules_step(term_true, t, term_rule, within, last_true, active, changed):
+def rules_step(term_true, t, term_rule, within, need, last_true, count, active, changed):
     """Advance every rule by one cycle; return how many flipped.
 
     >>> import numpy as np
@@ -39,16 +44,15 @@ def rules_step(term_true, t, term_rule, within, last_true, active, changed):
     >>> bank.step(np.array([False, False]), 91.0), bool(bank.active[0])
     (1, False)
     """
-    # ``changed`` first holds "the rule holds", so the step allocates nothing.
-    changed[:] = True
+    count[:] = 0
     for i in range(term_rule.shape[0]):
         if term_true[i]:
             last_true[i] = t
-        if math.isnan(last_true[i]) or t - last_true[i] > within[term_rule[i]]:
-            changed[term_rule[i]] = False
+        if not math.isnan(last_true[i]) and t - last_true[i] <= within[term_rule[i]]:
+            count[term_rule[i]] += 1
     n = 0
     for r in range(within.shape[0]):
-        holds = changed[r]
+        holds = count[r] >= need[r]
         changed[r] = holds != active[r]
         if changed[r]:
             active[r] = holds
@@ -57,10 +61,13 @@ def rules_step(term_true, t, term_rule, within, last_true, active, changed):
 
 
 class RuleTwin:
-    """Plain-Python statement of one rule: all terms true within ``within`` seconds."""
+    """Plain-Python statement of one rule: ``need`` of its terms (default all) true
+    within ``within`` seconds.
+    """
 
-    def __init__(self, n_terms: int, within: float) -> None:
+    def __init__(self, n_terms: int, within: float, need: int | None = None) -> None:
         self.within = within
+        self.need = n_terms if need is None else need
         self.last_true: list[float | None] = [None] * n_terms
         self.active = False
 
@@ -69,7 +76,8 @@ class RuleTwin:
         for i, now in enumerate(terms):
             if now:
                 self.last_true[i] = t
-        holds = all(last is not None and t - last <= self.within for last in self.last_true)
+        holds = sum(last is not None and t - last <= self.within
+                    for last in self.last_true) >= self.need
         flipped = holds != self.active
         self.active = holds
         return flipped
@@ -80,7 +88,9 @@ class RuleBank:
 
     STATE = ("last_true", "active")
 
-    def __init__(self, term_rule: np.ndarray, within: np.ndarray) -> None:
+    def __init__(self, term_rule: np.ndarray, within: np.ndarray,
+                 need: np.ndarray | None = None) -> None:
+        """``need``: terms that must hold per rule (default: all of its terms)."""
         self.term_rule = np.ascontiguousarray(term_rule, dtype=np.int64)
         self.within = np.ascontiguousarray(within, dtype=np.float64)
         if self.term_rule.ndim != 1 or self.within.ndim != 1:
@@ -93,14 +103,19 @@ class RuleBank:
             raise ValueError("within: must be finite and >= 0")
         if rules and set(range(rules)) - set(self.term_rule.tolist()):
             raise ValueError("every rule needs at least one term")
+        terms = np.bincount(self.term_rule, minlength=rules).astype(np.int64)
+        self.need = terms.copy() if need is None else np.ascontiguousarray(need, dtype=np.int64)
+        if self.need.shape != (rules,) or (self.need < 1).any() or (self.need > terms).any():
+            raise ValueError("need: one per rule, between 1 and the rule's terms")
         self.last_true = np.full(len(self.term_rule), np.nan)
+        self.count = np.zeros(rules, np.int64)
         self.active = np.zeros(rules, np.bool_)
         self.changed = np.zeros(rules, np.bool_)
 
     def step(self, term_true: np.ndarray, t: float) -> int:
         return rules_step(np.ascontiguousarray(term_true, dtype=np.bool_), float(t),
-                          self.term_rule, self.within, self.last_true, self.active,
-                          self.changed)
+                          self.term_rule, self.within, self.need, self.last_true, self.count,
+                          self.active, self.changed)
 
     def state(self) -> dict[str, np.ndarray]:
         return {name: getattr(self, name).copy() for name in self.STATE}

@@ -244,6 +244,26 @@ def test_alarm_combined_rule_off_gas_then_heat() -> None:
     assert 150 < raised[0] < 250
 
 
+def test_two_of_three_detectors_and_a_faulty_voter_compensated() -> None:
+    """k-of-n voting (GB 16808-2025 §5.5.1.8): two of three CO heads confirm the alarm;
+    with one head's device comm-lost, one healthy head in alarm is enough."""
+    heads = [f"d{i}.co" for i in (1, 2, 3)]
+    rule = RuleSpec("co_confirmed", 2, 0.0, tuple(TermSpec(h, "above", 50.0) for h in heads),
+                    votes=2)
+    spec = site(*(ChannelSpec(h, h.split(".")[0], "ppm") for h in heads), rules=(rule,),
+                fault_keys=("d3:comm_lost",))
+    alarms = engine(spec)
+    one = alarms.judge({"d1.co": 80.0, "d2.co": 5.0, "d3.co": 5.0}, 1000)
+    assert [] == transitions(one)
+    two = alarms.judge({"d1.co": 80.0, "d2.co": 70.0, "d3.co": 5.0}, 2000)
+    assert [("rule:co_confirmed", "raised")] == transitions(two)
+    assert 2 == two.events[0].details["votes"]
+    alarms.judge({"d1.co": 5.0, "d2.co": 5.0, "d3.co": 5.0}, 3000)
+    alarms.fault("d3:comm_lost", True, 4000, {})
+    assert [("rule:co_confirmed", "raised")] == transitions(
+        alarms.judge({"d1.co": 80.0, "d2.co": 5.0}, 5000))
+
+
 def test_alarm_anomaly_on_a_step_after_stable_readings() -> None:
     spec = site(ChannelSpec("vent.voc", "vent", "ppm", anomaly=True))
     alarms = engine(spec)

@@ -1,4 +1,4 @@
-"""Combined rules: every term true within a window; kernel against its twin."""
+"""Combined rules: every term (or k of n) true within a window; kernel against its twin."""
 
 from __future__ import annotations
 
@@ -15,20 +15,21 @@ def rule_sets(draw: st.DrawFn) -> tuple:
     rules = draw(st.integers(1, 4))
     sizes = [draw(st.integers(1, 3)) for _ in range(rules)]
     within = [draw(st.sampled_from([0.0, 5.0, 60.0])) for _ in range(rules)]
+    need = [draw(st.integers(1, size)) for size in sizes]
     steps = draw(st.lists(st.tuples(st.lists(st.booleans(), min_size=sum(sizes),
                                              max_size=sum(sizes)),
                                     st.sampled_from([0.5, 1.0, 10.0, 100.0])),
                           min_size=1, max_size=30))
-    return sizes, within, steps
+    return sizes, within, need, steps
 
 
 @settings(max_examples=300, deadline=None)
 @given(rule_sets())
 def test_rules_kernel_equals_twin(case: tuple) -> None:
-    sizes, within, steps = case
+    sizes, within, need, steps = case
     term_rule = np.repeat(np.arange(len(sizes)), sizes)
-    bank = RuleBank(term_rule, np.array(within))
-    twins = [RuleTwin(n, w) for n, w in zip(sizes, within, strict=True)]
+    bank = RuleBank(term_rule, np.array(within), np.array(need))
+    twins = [RuleTwin(n, w, k) for n, w, k in zip(sizes, within, need, strict=True)]
     t = 0.0
     for terms, dt in steps:
         t += dt
@@ -54,8 +55,17 @@ def test_rules_thermal_runaway_story() -> None:
     assert {0: False, 60: False, 120: True, 400: True, 421: False, 721: False} == states
 
 
+def test_two_out_of_three_detectors_confirm_an_alarm() -> None:
+    bank = RuleBank(np.array([0, 0, 0]), np.array([0.0]), np.array([2]))
+    assert [0, 0, 1, 1, 1] == [bank.step(np.array(terms), float(t)) * 0 + int(bank.active[0])
+                               for t, terms in enumerate(([0, 0, 0], [1, 0, 0], [1, 0, 1],
+                                                          [0, 1, 1], [1, 1, 1]))]
+
+
 def test_rules_bank_refuses_bad_shapes() -> None:
     with pytest.raises(ValueError, match="every term must name one of the 1 rules"):
         RuleBank(np.array([0, 1]), np.array([5.0]))
     with pytest.raises(ValueError, match="every rule needs at least one term"):
         RuleBank(np.array([0]), np.array([5.0, 5.0]))
+    with pytest.raises(ValueError, match="between 1 and the rule's terms"):
+        RuleBank(np.array([0, 0]), np.array([5.0]), np.array([3]))
