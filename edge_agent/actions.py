@@ -27,7 +27,7 @@ from edge_agent.tasks import cancel_and_wait
 log = structlog.get_logger(__name__)
 
 ENDS = ("returned_to_normal", "withdrawn")
-STARTS = ("raised", "evacuate")
+STARTS = ("raised", "realarmed", "evacuate")  # realarmed: unacknowledged again
 ENTRY_ENDS = ("resumed", "ended", "expired")  # what ends an evacuation
 RETRY_MAX_S = 30.0
 

@@ -3,6 +3,7 @@ OPC UA Part 9 models them; ALARM_MANAGEMENT.md §1.1 and §6), on an injectable 
 every method takes ``now_ms``.
 
     raised -> unacknowledged --ack--> acknowledged --condition clears--> (over)
+              acknowledged --still active realarm_min after the ack--> unacknowledged
               unacknowledged --condition clears--> returned_unacknowledged --ack--> (over)
               a latching limit whose condition clears --> latched, until a reset
     an episode is closed (the closed loop, 闭环) once it is over, acknowledged and
@@ -248,6 +249,7 @@ class AlarmBook:
             out += self.unshelve(key, "expiry", now_ms)
         for channel in [c for c, s in self.out_of_service.items() if now_ms >= s.until_ms]:
             out += self.return_to_service(channel, "expiry", now_ms)
+        out += self._realarms(now_ms)
         after = self.rules.escalate_after_min
         if after is None:
             return out
@@ -261,6 +263,22 @@ class AlarmBook:
                 out.append(self._event(episode, now_ms, "escalated",
                                        escalation=episode.escalation,
                                        unacknowledged_s=(now_ms - episode.raised_ms) // 1000))
+        return out
+
+    def _realarms(self, now_ms: int) -> list[Event]:
+        """An acknowledged alarm still active ``realarm_min`` after its acknowledgement
+        is unacknowledged again (OPC UA B.1.5 ReAlarmTime; GMI: a mute re-sounds).
+        """
+        if self.rules.realarm_min is None:
+            return []
+        out = []
+        for episode in self.episodes.values():
+            if (episode.active and episode.acked and not episode.latched
+                    and now_ms - episode.acked["ts"] >= self.rules.realarm_min * MINUTE_MS):
+                episode.acked = None
+                episode.escalated_ms = now_ms
+                self.dirty = True
+                out.append(self._event(episode, now_ms, "realarmed", state=episode.state))
         return out
 
     # --- what it means for the outputs and the status ---------------------------

@@ -508,6 +508,9 @@ class AlarmManagement(BaseModel):
     escalate_after_min: float | None = Field(10.0, gt=0, le=1440, description="an alarm "
                                              "unacknowledged this long is escalated (null: never)")
     escalations_max: int = Field(3, ge=1, le=10, description="escalations per alarm, at most")
+    realarm_min: float | None = Field(None, gt=0, le=1440, description="an acknowledged alarm "
+                                      "still active this long after its acknowledgement is "
+                                      "unacknowledged again and sounds again (null: never)")
 
 
 class Term(BaseModel):

@@ -75,3 +75,5 @@ def test_a_silenceable_sounder_stops_on_the_ack_and_sounds_again_on_a_new_alarm(
         specs, [event("raised")], [event("acknowledged")],
         [event("raised", "gas1.co:above:2")], [event("returned_to_normal"),
                                                 event("returned_to_normal", "gas1.co:above:2")])
+    assert [{"sounder": False}, {"sounder": True}] == outputs(  # re-sounds if still there
+        specs[:1], [event("raised"), event("acknowledged")], [event("realarmed")])

@@ -143,6 +143,19 @@ def test_escalation_of_an_unacknowledged_alarm_every_n_minutes_up_to_the_max() -
     assert [] == book(escalate_after_min=None).due(T0 + 999 * MINUTE_MS)
 
 
+def test_an_acknowledged_alarm_still_active_sounds_again_after_realarm_min() -> None:
+    b = book(realarm_min=15, escalate_after_min=None)
+    feed(b, raised())
+    episode = b.find(KEY, None)
+    b.ack(episode, "Wang", None, T0 + MINUTE_MS)
+    assert [] == b.due(T0 + 15 * MINUTE_MS)
+    [again] = b.due(T0 + 16 * MINUTE_MS)
+    assert ("realarmed", "unacknowledged") == (again.transition, again.details["state"])
+    b.ack(episode, "Wang", "still venting", T0 + 17 * MINUTE_MS)
+    feed(b, returned(at=T0 + 20 * MINUTE_MS))
+    assert [] == b.due(T0 + 60 * MINUTE_MS)  # over: nothing to re-sound
+
+
 def test_the_book_survives_a_restart_with_its_timers() -> None:
     b = book(escalate_after_min=10)
     feed(b, raised())
