@@ -7,7 +7,10 @@ not fall silent because a reading dipped under the setpoint for one poll. An act
 on a space (``space:<name>``) holds its output from an evacuation until the entry
 resumes after a new passed test, or ends. An alarm
 that is shelved or whose channel is out of service holds no output
-(edge_agent/lifecycle.py). The outputs are written through the bus pollers, one
+(edge_agent/lifecycle.py). A *healthy* output works the other way round: energised
+while nothing it watches is active and nothing is shelved or out of service, and
+dropped at a clean stop (a relay module with a communication watchdog drops it
+when the agent dies, too). The outputs are written through the bus pollers, one
 transaction at a time on each bus, ahead of the next poll.
 """
 
@@ -55,6 +58,8 @@ class _Output:
         return any(fnmatch.fnmatchcase(key, pattern) for pattern in self.spec.when)
 
     def releases(self, hold: _Hold) -> bool:
+        if self.spec.healthy:
+            return hold.cleared
         if self.spec.release == "acknowledged" and hold.cls != "entry":
             return hold.acknowledged
         return hold.cleared and (hold.acknowledged or self.spec.release == "cleared"
@@ -69,7 +74,9 @@ class _Output:
         return (event.transition == "escalated"
                 and event.details["escalation"] >= self.spec.escalation)
 
-    def on(self, suppressed: set[str]) -> bool:
+    def on(self, suppressed: set[str], stopping: bool) -> bool:
+        if self.spec.healthy:  # energised while the gateway fully protects the site
+            return not (stopping or self.holds or suppressed)
         return any(key not in suppressed for key in self.holds)
 
 
@@ -91,6 +98,7 @@ class Actions:
         self._report = report
         self._tasks: set[asyncio.Task[None]] = set()
         self._suppressed: set[str] = set()  # alarm keys shelved or out of service
+        self._stopping = False
         escalations = escalations or {}
         for key, alarm in (active or {}).items():  # restored alarms hold as if just raised
             for output in self._outputs:
@@ -108,7 +116,7 @@ class Actions:
             for i, output in enumerate(self._outputs):
                 if not output.matches(event.key):
                     continue
-                was = output.on(self._suppressed)
+                was = self._on(output)
                 if output.takes(event) and (event.transition in STARTS
                                             or event.key not in output.holds):
                     output.holds[event.key] = _Hold(event.alarm_id, event.cls)
@@ -118,17 +126,17 @@ class Actions:
                     hold.acknowledged |= event.transition == "acknowledged"
                     if output.releases(hold):
                         del output.holds[event.key]
-                if output.on(self._suppressed) != was:
+                if self._on(output) != was:
                     changed.add(i)
         for i in changed:
             self._drive(self._outputs[i])
 
     def suppress(self, keys: set[str]) -> None:
         """From now on these alarm keys (shelved, out of service) hold no output."""
-        was = [o.on(self._suppressed) for o in self._outputs]
+        was = [self._on(o) for o in self._outputs]
         self._suppressed = set(keys)
         for output, on in zip(self._outputs, was, strict=True):
-            if output.on(self._suppressed) != on:
+            if self._on(output) != on:
                 self._drive(output)
 
     def assert_all(self) -> None:
@@ -138,24 +146,37 @@ class Actions:
             self._drive(output)
 
     def state(self) -> dict[str, bool]:
-        return {o.spec.name: o.on(self._suppressed) for o in self._outputs}
+        return {o.spec.name: self._on(o) for o in self._outputs}
 
     def awaiting_ack(self) -> dict[str, tuple[str, str]]:
         """Alarms over but unacknowledged that hold an output: key -> (alarm id, class)."""
         return {key: (hold.alarm_id, hold.cls) for o in self._outputs
                 for key, hold in o.holds.items() if hold.cleared and not hold.acknowledged}
 
-    def _drive(self, output: _Output) -> None:
+    async def stop(self, timeout_s: float = 2.0) -> None:
+        """Drop the healthy outputs (a stopping agent protects nobody), waiting at most
+        ``timeout_s`` for the writes.
+        """
+        self._stopping = True
+        tasks = [self._drive(o) for o in self._outputs if o.spec.healthy]
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout_s)
+
+    def _on(self, output: _Output) -> bool:
+        return output.on(self._suppressed, self._stopping)
+
+    def _drive(self, output: _Output) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(self._settle(output),
                                                       name=f"action:{output.spec.name}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     async def _settle(self, output: _Output) -> None:
         """Write until the device holds the wanted state; retry with backoff on failure."""
         spec, delay, failed = output.spec, 0.5, False
         async with output.lock:  # one writer per output: the last wish wins, in order
-            while output.written != (wanted := output.on(self._suppressed)):
+            while output.written != (wanted := self._on(output)):
                 try:
                     await self._write(spec.device, spec.output, wanted)
                 except Exception as exc:  # every failure is a fault event, then a retry

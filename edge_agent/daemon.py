@@ -264,6 +264,7 @@ class Agent:
             local.close()
             sock.unlink(missing_ok=True)
         await cancel_and_wait(helpers)
+        await self.actions.stop()  # the healthy relays drop while the buses still run
         await self._stop_buses()
         await self.actions.close()
         self._queue.put_nowait(_Checkpoint(asyncio.Event(), final=True))

@@ -441,6 +441,16 @@ class Action(BaseModel):
                             "raised; N: only once one has gone unacknowledged through N "
                             "escalations (a further output: a siren at the gate, a "
                             "supervisor's beacon)")
+    healthy: bool = Field(False, description="a normally energised 'healthy' output: on "
+                          "while no matching alarm or fault is active and nothing is shelved "
+                          "or out of service; off otherwise and when the agent stops")
+
+    @model_validator(mode="after")
+    def _healthy_alone(self) -> Action:
+        if self.healthy and self.escalation:
+            raise Problems([(("escalation",), "a healthy output does not escalate: drop "
+                             "escalation or healthy")])
+        return self
 
 
 class SpaceDetector(BaseModel):

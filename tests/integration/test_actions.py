@@ -191,3 +191,34 @@ def test_alarm_lifecycle_from_raise_to_close_with_shelving_and_escalation(
     finally:
         commander.close()
         agent.kill()
+
+
+HEALTHY = """
+[[actions]]
+name = "healthy"
+when = ["gas1:comm_lost", "gas1.*:sensor_fault"]
+device = "relays"
+output = "relay_3"
+healthy = true
+"""
+
+
+def test_healthy_relay_is_energised_while_protecting_and_drops_on_a_fault_and_the_stop(
+        tmp_path: Path, field: ModbusTcpSimulator, gas_detector: SimulatedDevice,
+        relays: SimulatedDevice) -> None:
+    """ALARM_MANAGEMENT.md §6.8: a normally energised relay that a fire panel or a PLC
+    reads as "the gas detection works"."""
+    path = site(tmp_path, field, free_port(), "cleared")  # no broker: local only
+    path.write_text(path.read_text() + HEALTHY)
+    agent = AgentProcess(path).start()
+    try:
+        wait_until(lambda: relays.outputs.get("relay_3") == 1, 15, "energised at start")
+        gas_detector.fault("silent")
+        wait_until(lambda: relays.outputs.get("relay_3") == 0, 15, "dropped on comm-lost")
+        gas_detector.heal()
+        wait_until(lambda: relays.outputs.get("relay_3") == 1, 15, "energised again")
+        assert 0 == agent.stop()
+        assert 0 == relays.outputs.get("relay_3"), "dropped at the stop"
+    finally:
+        if agent.proc and agent.proc.poll() is None:
+            agent.kill()

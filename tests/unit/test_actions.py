@@ -41,6 +41,33 @@ def outputs(specs: list[Action], *steps: list[Event] | set[str], **kwargs: objec
     return asyncio.run(run())
 
 
+def test_a_healthy_output_drops_on_a_fault_an_inhibit_and_the_stop() -> None:
+    specs = [action("healthy", "*:comm_lost", healthy=True)]
+
+    async def run() -> list[bool]:
+        writes = []
+
+        async def write(device: str, output: str, on: bool) -> None:
+            writes.append(on)
+
+        actions = Actions(specs, write, lambda *_: None)
+        states = [actions.state()["healthy"]]
+        actions.follow([event("raised", "gas1:comm_lost", "fault")])
+        states.append(actions.state()["healthy"])
+        actions.follow([event("returned_to_normal", "gas1:comm_lost", "fault")])
+        states.append(actions.state()["healthy"])  # no ack needed
+        actions.suppress({"gas2.co:above:1"})
+        states.append(actions.state()["healthy"])
+        actions.suppress(set())
+        actions.assert_all()
+        await actions.stop()
+        states.append(actions.state()["healthy"])
+        assert writes[-1] is False  # written before stop returned
+        await actions.close()
+        return states
+    assert [True, False, True, False, False] == asyncio.run(run())
+
+
 def test_an_escalation_output_waits_for_its_escalation() -> None:
     specs = [action("sounder", "gas1.co:*"), action("siren", "gas1.co:*", escalation=2)]
     assert [{"sounder": True, "siren": False}, {"sounder": True, "siren": False},
