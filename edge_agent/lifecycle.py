@@ -2,9 +2,9 @@
 OPC UA Part 9 models them; ALARM_MANAGEMENT.md §1.1 and §6), on an injectable clock:
 every method takes ``now_ms``.
 
-    raised -> unacknowledged --ack--> acknowledged --condition clears--> (over)
+    raised -> unacknowledged --ack--> acknowledged --clears--> awaiting_handling
               acknowledged --still active realarm_min after the ack--> unacknowledged
-              unacknowledged --condition clears--> returned_unacknowledged --ack--> (over)
+              unacknowledged --clears--> returned_unacknowledged --ack--> awaiting_handling
               a latching limit whose condition clears --> latched, until a reset
     an episode is closed (the closed loop, 闭环) once it is over, acknowledged and
     handled: a person recorded the cause and the action taken.
@@ -26,14 +26,16 @@ it survives a restart with its timers.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from edge_agent.config import AlarmManagement
-from edge_agent.records import Event
+from edge_agent.records import ActiveAlarm, Event
 
 MINUTE_MS = 60_000
+ChannelsOf = Callable[[str], set[str]]  # alarm key -> the channels it is about
+LevelOf = Callable[[str], int]  # alarm key -> its level
 
 
 class Refused(Exception):
@@ -103,7 +105,8 @@ class AlarmBook:
 
     # --- following the engine ----------------------------------------------------
 
-    def follow(self, events: Iterable[Event], channels_of: Any, level_of: Any) -> list[Event]:
+    def follow(self, events: Iterable[Event], channels_of: ChannelsOf,
+               level_of: LevelOf) -> list[Event]:
         """Track the episodes of the engine's alarm events; the ``closed`` events that
         follow from them (an alarm acknowledged and handled that now returns).
         """
@@ -123,7 +126,7 @@ class AlarmBook:
                 out += self._close_if_done(episode, event.ts_ms)
         return out
 
-    def marked(self, events: list[Event], channels_of: Any) -> list[Event]:
+    def marked(self, events: list[Event], channels_of: ChannelsOf) -> list[Event]:
         """The events, with ``suppressed`` (shelved, out_of_service) on the raise of an
         alarm that drives no outputs, so the platform shows it as such.
         """
@@ -132,7 +135,8 @@ class AlarmBook:
                 and (why := self.suppression(e.key, channels_of(e.key))) else e
                 for e in events]
 
-    def adopt(self, active: dict[str, Any], channels_of: Any, level_of: Any) -> None:
+    def adopt(self, active: Mapping[str, ActiveAlarm], channels_of: ChannelsOf,
+              level_of: LevelOf) -> None:
         """Open an episode for each active alarm the book does not know (an alarm
         restored from a buffer written before the book existed).
         """
