@@ -25,13 +25,14 @@ lint: $(VENV)/.installed
 install: $(VENV)/.installed
 	$(SUDO) $(BIN)/edge-agent install
 
-# mosquitto: the demo's and the tests' broker; socat: pseudo-terminals for serial
-# tests; systemd: systemd-analyze checks the unit file; python3-venv: Debian's
+# mosquitto: the demo's and the tests' broker; nats-server: the clustered broker of
+# the failover tests; socat: pseudo-terminals for serial tests; systemd: systemd-analyze checks the unit file; python3-venv: Debian's
 # python3 has no venv module without it.
 system-packages:
 	@missing=""; \
 	{ command -v mosquitto || [ -x /usr/sbin/mosquitto ]; } >/dev/null || missing="$$missing mosquitto"; \
 	command -v socat >/dev/null || missing="$$missing socat"; \
+	{ command -v nats-server || [ -x /usr/sbin/nats-server ]; } >/dev/null || missing="$$missing nats-server"; \
 	command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
 	$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || missing="$$missing python3-venv"; \
 	if [ -n "$$missing" ]; then \

@@ -23,7 +23,7 @@ from rich.table import Table
 from tomlkit.exceptions import TOMLKitError
 
 from edge_agent import cli
-from edge_agent.config import LoadedConfig, load_config, migrate, replace_config
+from edge_agent.config import LoadedConfig, Mqtt, load_config, migrate, replace_config
 from edge_agent.validation import FileError
 
 config_app = typer.Typer(no_args_is_help=True, help="Check, show, compare, edit, migrate and "
@@ -47,7 +47,7 @@ def validate(path: ConfigArg) -> None:
     site = loaded.site
     if site.mqtt.tls == "off":
         cli.err.print(f"[yellow]warning:[/] mqtt.tls is off: data, commands and the password "
-                      f"travel unencrypted to {escape(site.mqtt.host)}", highlight=False)
+                      f"travel unencrypted to {escape(_brokers(site.mqtt))}", highlight=False)
     if path.stat().st_mode & 0o004:
         cli.err.print(f"[yellow]warning:[/] {path} can be read by every user; run chmod o-rwx "
                       "on it (install sets 0640)", highlight=False)
@@ -95,7 +95,7 @@ def show(config: cli.ConfigOption, as_json: cli.JsonOption = False) -> None:
         devices = ", ".join(d.name for d in site.devices if d.bus == bus.name)
         cli.out.print(f"bus {bus.name} ({bus.type}): {devices}", highlight=False)
     mqtt = site.mqtt
-    cli.out.print(f"uplink {mqtt.host}:{mqtt.effective_port}, TLS {mqtt.tls}, MQTT "
+    cli.out.print(f"uplink {_brokers(mqtt)}, TLS {mqtt.tls}, MQTT "
                   f"{mqtt.protocol}; buffer {site.buffer.path}; config hash "
                   f"{loaded.hash[:12]}", highlight=False)
 
@@ -263,3 +263,7 @@ def apply(new: Annotated[Path, typer.Argument(help="the config to run")],
     if result["not_answering"]:
         cli.out.print(f"[yellow]not answering (nor before): "
                       f"{', '.join(result['not_answering'])}[/]")
+
+
+def _brokers(mqtt: Mqtt) -> str:
+    return ", ".join(f"{host}:{port}" for host, port in mqtt.brokers)

@@ -95,7 +95,8 @@ def _view(status: dict[str, Any]) -> Group:
     up, buf = status["uplink"], status["buffer"]
     link = Text.assemble(
         ("uplink ", "bold"), ("connected", "green") if up["connected"] else
-        ("DISCONNECTED", "bold red"), f" to {up['broker']}  ·  delivered "
+        ("DISCONNECTED", "bold red"), f" to {up['broker'] or 'no broker yet'}"
+        + (f" (failovers {up['failovers']})" if up["failovers"] else "") + "  ·  delivered "
         f"{up['delivered']['samples']} samples, {up['delivered']['events']} events  ·  "
         f"waiting for PUBACK {up['unacknowledged']}\n",
         ("buffer ", "bold"), f"{buf['samples']} samples, {buf['events']} events waiting, "

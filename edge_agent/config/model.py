@@ -339,13 +339,28 @@ class Device(BaseModel):
 
 # --- uplink and buffer ----------------------------------------------------------
 
+class Endpoint(BaseModel):
+    """One node of the platform's broker cluster."""
+
+    model_config = _Strict
+
+    host: str = Field(min_length=1)
+    port: int | None = Field(None, ge=1, le=65535, description="default: mqtt.port")
+
+
 class Mqtt(BaseModel):
     """The platform link. TLS with certificate verification is on unless turned off."""
 
     model_config = _Strict
 
-    host: str = Field(min_length=1)
+    host: str | None = Field(None, min_length=1, description="the broker (or endpoints)")
     port: int | None = Field(None, ge=1, le=65535, description="default 8883 with TLS, else 1883")
+    endpoints: list[Endpoint] = Field(default_factory=list, max_length=16, description="the "
+                                      "nodes of a broker cluster, in order of preference, "
+                                      "instead of host; TLS settings are shared")
+    session_expiry_s: int = Field(86400, ge=60, le=30 * 86400, description="MQTT 5: how long "
+                                  "the broker keeps the session (and commands queued for the "
+                                  "gateway) while it is away")
     protocol: Literal["3.1.1", "5"] = "3.1.1"
     tls: Literal["on", "off"] = "on"
     ca_file: ConfigPath | None = Field(None, description="default: the system's CA store")
@@ -378,6 +393,9 @@ class Mqtt(BaseModel):
     @model_validator(mode="after")
     def _credentials(self) -> Mqtt:
         problems: list[tuple[tuple[str, ...], str]] = []
+        if (self.host is None) == (not self.endpoints):
+            problems.append((("endpoints" if self.endpoints else "host",),
+                             "give host (one broker) or endpoints (a cluster), one of them"))
         if self.password_file and self.password_env:
             problems.append((("password_env",), "give password_file or password_env, not both"))
         if (self.password_file or self.password_env) and not self.username:
@@ -405,6 +423,13 @@ class Mqtt(BaseModel):
     @property
     def effective_port(self) -> int:
         return self.port or (8883 if self.tls == "on" else 1883)
+
+    @property
+    def brokers(self) -> list[tuple[str, int]]:
+        """(host, port) of each broker, in order of preference."""
+        if self.host is not None:
+            return [(self.host, self.effective_port)]
+        return [(e.host, e.port or self.effective_port) for e in self.endpoints]
 
 
 class Buffer(BaseModel):

@@ -7,8 +7,15 @@ window of unacknowledged messages keeps memory flat during an outage; paho
 re-sends the unacknowledged ones after a reconnect.
 
 The link is kept by a thread of ours rather than by paho's reconnect loop, whose
-delays have no jitter: see backoff.py. Commands that arrive on the gateway's own
-``cmd/+`` topics are handed to the daemon's handler; the uplink only carries them.
+delays have no jitter (backoff.py) and which knows one host. With several broker
+endpoints (the nodes of a cluster) it connects to the first that answers; when the
+link is lost it moves on to the next, with the same backoff, and comes back to an
+earlier one only when the one in use fails: no flapping. The session is persistent
+(a stable client id, clean session off), so the command subscription and the
+commands queued while the gateway was away survive a reconnect; paho sends the
+unacknowledged messages again on the new node, and the platform drops duplicates by
+seq. Commands that arrive on the gateway's own ``cmd/+`` topics are handed to the
+daemon's handler; the uplink only carries them.
 """
 
 from __future__ import annotations
@@ -95,6 +102,12 @@ class Uplink:
         self._link: threading.Thread | None = None
         self.delivered = {"events": 0, "samples": 0, "messages": 0}
         self.connects = 0
+        # The link's story, written by paho's thread, read for health and status.
+        self.broker: str | None = None  # host:port of the endpoint in use (or last used)
+        self.failovers = 0  # connections made to another endpoint than the last one
+        self.last_failover_ms: int | None = None
+        self.last_outage_s: float | None = None  # link lost -> first PUBACK after it
+        self._lost_at: float | None = None  # monotonic time the link was lost
         self.client = self._make_client()
 
     # --- set-up -------------------------------------------------------------------
@@ -102,15 +115,17 @@ class Uplink:
     def _make_client(self) -> mqtt.Client:
         s = self.settings
         if s.tls == "off":
-            log.warning("mqtt_tls_off", host=s.host, port=s.effective_port,
+            log.warning("mqtt_tls_off", brokers=[f"{h}:{p}" for h, p in s.brokers],
                         risk="data, commands and the password travel unencrypted and the "
                              "broker is not authenticated")
         v5 = s.protocol == "5"
-        # reconnect_on_failure=False: our link thread reconnects, with jitter.
+        # reconnect_on_failure=False: our link thread reconnects, with jitter, and picks
+        # the endpoint. clean_session=False (MQTT 5: clean_start=False at connect): the
+        # broker keeps our subscription and queues commands while we are away.
         client = mqtt.Client(CallbackAPIVersion.VERSION2,
                              client_id=s.client_id or f"edge-agent-{self.origin.gateway}",
                              protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
-                             clean_session=None if v5 else True, reconnect_on_failure=False)
+                             clean_session=None if v5 else False, reconnect_on_failure=False)
         if s.tls == "on":
             try:
                 client.tls_set(ca_certs=str(s.ca_file) if s.ca_file else None,
@@ -161,23 +176,34 @@ class Uplink:
                     reason_code: Any, _properties: Any) -> None:
         if reason_code.is_failure:
             report = log.warning if self._backoff.attempt == 0 else log.debug  # as below
-            report("uplink_refused", host=self.settings.host, reason=str(reason_code))
+            report("uplink_refused", broker=self._endpoint(), reason=str(reason_code))
             return
-        log.info("uplink_connected", host=self.settings.host,
-                 port=self.settings.effective_port, protocol=self.settings.protocol)
+        broker = self._endpoint()
+        if self.broker is not None and broker != self.broker:
+            self.failovers += 1
+            self.last_failover_ms = _now_ms()
+        self.broker = broker
+        log.info("uplink_connected", broker=broker, protocol=self.settings.protocol,
+                 session_present=bool(getattr(_flags, "session_present", False)),
+                 failovers=self.failovers)
         self.connects += 1
         self._backoff.reset()
-        if self._on_command is not None:  # first: once "online" is seen, commands are heard
+        # Subscribed again after every connect, session or not: a cluster may have lost
+        # the session in a failover (or the node never had it), and SUBSCRIBE is
+        # idempotent. First: once "online" is seen, commands are heard.
+        if self._on_command is not None:
             client.subscribe(self.topics.commands, qos=1)
-        client.publish(self.topics.status, self._status("online"), qos=1, retain=True)
+        client.publish(self.topics.status, self._status("online", **self._link_facts()),
+                       qos=1, retain=True)
         self._connected.set()
         self._wake.set()
 
     def _on_disconnect(self, _client: mqtt.Client, _userdata: Any, _flags: Any,
                        reason_code: Any, _properties: Any) -> None:
         if self._connected.is_set() and not self._closing:
-            log.warning("uplink_lost", reason=str(reason_code),
+            log.warning("uplink_lost", broker=self.broker, reason=str(reason_code),
                         unacknowledged=len(self._inflight))
+            self._lost_at = time.monotonic()
         self._connected.clear()
         self._link_down.set()
 
@@ -186,6 +212,11 @@ class Uplink:
         # An MQTT 5 broker may acknowledge with a failure code (not authorised, quota
         # exceeded): the message was not taken, so its rows stay and go again.
         self._acked.append((mid, not reason_code.is_failure))
+        if self._lost_at is not None:  # the first PUBACK since the link was lost
+            self.last_outage_s = round(time.monotonic() - self._lost_at, 3)
+            self._lost_at = None
+            log.info("uplink_recovered", broker=self.broker, outage_s=self.last_outage_s,
+                     failovers=self.failovers)
         self._wake.set()
 
     def _on_paho_log(self, _client: mqtt.Client, _userdata: Any, level: int,
@@ -209,23 +240,28 @@ class Uplink:
 
     def _keep_linked(self) -> None:
         s = self.settings
-        first = True
+        brokers, at = s.brokers, 0
+        session: dict[str, Any] = {}
+        if s.protocol == "5":
+            expiry = Properties(PacketTypes.CONNECT)
+            expiry.SessionExpiryInterval = s.session_expiry_s
+            session = {"clean_start": False, "properties": expiry}
         while not self._stop.is_set():
             # Cleared before connecting: with TLS 1.3 a broker that refuses our
             # certificate drops the link inside connect(), whose on_disconnect must count.
             self._link_down.clear()
+            host, port = brokers[at]
             try:
-                if first:
-                    self.client.connect(s.host, s.effective_port, keepalive=s.keepalive_s)
-                else:
-                    self.client.reconnect()
-                first = False
+                # connect(), not reconnect(): it may be another endpoint; paho keeps its
+                # unacknowledged messages and sends them again, marked DUP.
+                self.client.connect(host, port, keepalive=s.keepalive_s, **session)
             except (OSError, ssl.SSLError) as exc:
                 # The first failure of a run of them is a warning; the retries of a long
                 # outage would only flood the journal.
                 report = log.warning if self._backoff.attempt == 0 else log.debug
-                report("uplink_connect_failed", host=s.host, port=s.effective_port,
+                report("uplink_connect_failed", broker=f"{host}:{port}",
                        error=str(exc), retry_bound_s=self._backoff.bound_s)
+                at = (at + 1) % len(brokers)
                 self._stop.wait(self._backoff.next())
                 continue
             self.client.loop_start()
@@ -240,6 +276,7 @@ class Uplink:
             self._connected.clear()
             if self._closing:
                 return
+            at = (at + 1) % len(brokers)  # this one failed: the next in order
             self._stop.wait(self._backoff.next())
 
     # --- the drain thread ----------------------------------------------------------
@@ -253,16 +290,25 @@ class Uplink:
 
     def state(self) -> dict[str, Any]:
         """The link as `health` and `edge-agent status` show it."""
-        s = self.settings
-        return {"connected": self._connected.is_set(), "broker": f"{s.host}:{s.effective_port}",
+        return {"connected": self._connected.is_set(), **self._link_facts(),
                 "delivered": dict(self.delivered), "unacknowledged": len(self._inflight),
                 "connects": self.connects}
+
+    def _link_facts(self) -> dict[str, Any]:
+        """Which endpoint, and how the failovers went: also in the retained status."""
+        return {"broker": self.broker, "failovers": self.failovers,
+                "last_failover_ms": self.last_failover_ms,
+                "last_outage_s": self.last_outage_s}
+
+    def _endpoint(self) -> str:
+        return f"{self.client.host}:{self.client.port}"
 
     def birth_changed(self, **fields: Any) -> None:
         """New birth fields (a new config hash): retained status published again."""
         self._birth = {**self._birth, **fields}
         if self._connected.is_set():
-            self.client.publish(self.topics.status, self._status("online"), qos=1, retain=True)
+            self.client.publish(self.topics.status, self._status("online", **self._link_facts()),
+                                qos=1, retain=True)
 
     def notify(self) -> None:
         """New rows were committed; called by the poll path, never blocks."""

@@ -65,6 +65,14 @@ def test_config_defaults_are_secure() -> None:
     assert ("on", 8883) == (mqtt.tls, mqtt.effective_port)
 
 
+def test_broker_endpoints_in_order_with_the_shared_port() -> None:
+    from edge_agent.config import Mqtt
+
+    cluster = Mqtt(endpoints=[{"host": "mq1"}, {"host": "mq2", "port": 8884}], port=8885)
+    assert [("mq1", 8885), ("mq2", 8884)] == cluster.brokers
+    assert [("broker", 8883)] == Mqtt(host="broker").brokers
+
+
 def test_config_missing_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(FileError) as caught:
         load_config(tmp_path / "nope.toml")
