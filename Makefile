@@ -26,8 +26,9 @@ install: $(VENV)/.installed
 	$(SUDO) $(BIN)/edge-agent install
 
 # mosquitto: the demo's and the tests' broker; nats-server: the clustered broker of
-# the failover tests; socat: pseudo-terminals for serial tests; systemd: systemd-analyze checks the unit file; python3-venv: Debian's
-# python3 has no venv module without it.
+# the failover tests; socat: pseudo-terminals for serial tests; systemd:
+# systemd-analyze checks the unit file; python3-venv: Debian's python3 has no venv
+# module without it.
 system-packages:
 	@missing=""; \
 	{ command -v mosquitto || [ -x /usr/sbin/mosquitto ]; } >/dev/null || missing="$$missing mosquitto"; \
