@@ -77,6 +77,11 @@ class NatsCluster:
             self._spawn(i)
         for i in range(len(self.nodes)):
             self.wait_ready(i, timeout_s)
+        # A CONNACK is not yet a cluster at rest: the first persistent sessions create
+        # the replicated streams. One QoS 1 round trip through every node settles them.
+        for i in range(len(self.nodes)):
+            if not _round_trip(self.nodes[i].mqtt_port, timeout_s):
+                raise RuntimeError(f"NATS node {self.nodes[i].name}: no QoS 1 round trip")
         return self
 
     def start_node(self, i: int, timeout_s: float = 60.0) -> None:
@@ -137,6 +142,23 @@ def _connack(port: int, timeout_s: float) -> bool:
     client.loop_start()
     try:
         return accepted.wait(timeout_s)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def _round_trip(port: int, timeout_s: float) -> bool:
+    """A persistent session subscribes and gets its own QoS 1 message back."""
+    got = threading.Event()
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"settle-{port}",
+                         clean_session=False)
+    client.on_connect = lambda c, *_: c.subscribe(f"settle/{port}", qos=1)
+    client.on_subscribe = lambda c, *_: c.publish(f"settle/{port}", b"1", qos=1)
+    client.on_message = lambda *_: got.set()
+    client.connect("127.0.0.1", port, keepalive=5)
+    client.loop_start()
+    try:
+        return got.wait(timeout_s)
     finally:
         client.disconnect()
         client.loop_stop()

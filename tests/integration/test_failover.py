@@ -4,14 +4,17 @@ not flap back, loses nothing, and keeps its session (commands queued while away)
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from edge_agent.demo.broker import Mosquitto
+from edge_agent.demo.nats import NatsCluster
 from edge_agent.demo.platform import PlatformSubscriber
 from simulators import ModbusTcpSimulator, SimulatedDevice
+from tests.integration.test_cli import edge_agent
 from tests.integration.test_pipeline import all_seqs, first_arrival_order
 from tests.support import SITE, AgentProcess, CommandClient, buffered, last_seq, wait_until
 
@@ -101,3 +104,71 @@ def test_commands_queued_while_the_gateway_was_away_are_answered(
     finally:
         commander.close()
         agent.kill()
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[NatsCluster]:
+    with NatsCluster(tmp_path / "nats") as running:
+        yield running
+
+
+def test_nats_cluster_nodes_die_under_the_agent_and_nothing_is_lost(
+        tmp_path: Path, modbus_server: ModbusTcpSimulator, gas_detector: SimulatedDevice,
+        cluster: NatsCluster) -> None:
+    """Three NATS nodes speaking MQTT 3.1.1, the agent given all three, the platform on
+    the third. The node the agent is on is SIGKILLed mid-stream with an alarm coming
+    and started again; then the second node dies for a while. Every committed row
+    arrives, in order per kind, and a command sent through a node the agent is not on
+    is answered."""
+    ports = cluster.mqtt_ports
+    config = endpoints_site(tmp_path, modbus_server.port, ports)
+    buffer = tmp_path / "buffer.db"
+    platform = PlatformSubscriber(ports[2], client_id="platform-n3", clean_session=False).start()
+    view = platform.gateways[GATEWAY]
+    agent = AgentProcess(config).start()
+    commander = None
+
+    def link() -> dict:
+        """The agent's own view of its link (its local socket), never stale."""
+        result = edge_agent("status", "--json", "-c", str(config))
+        return json.loads(result.stdout)["uplink"] if result.returncode == 0 else {}
+
+    def on(node: int) -> bool:
+        now = link()
+        return bool(now.get("connected")) and now["broker"] == f"127.0.0.1:{ports[node]}"
+
+    try:
+        wait_until(lambda: on(0), 30, "the agent on n1, its first choice")
+        assert platform.wait_for(lambda: len(view.sample_seqs) >= 20, 30), agent.log
+        cluster.kill(0)  # the node the agent is on, mid-stream
+        gas_detector.pin("co", 200)
+        wait_until(lambda: on(1) or on(2), 30, "the agent on another node")
+        assert platform.wait_for(lambda: "gas1.co:above:2" in view.active, 30), agent.log
+        cluster.start_node(0)
+
+        commander = CommandClient(ports[0])  # through n1, which the agent left
+        assert commander.call("ping", timeout_s=30)["ok"] is True
+
+        cluster.kill(1)  # the second node, for a while (the platform's n3 stays)
+        wait_until(lambda: on(0) or on(2), 30, "the agent on a live node")
+        gas_detector.pin("co", 2)
+        assert platform.wait_for(lambda: "gas1.co:above:2" not in view.active, 30), agent.log
+        cluster.start_node(1)
+        wait_until(lambda: buffered(buffer) == {"samples": 0, "events": 0}, 30, "drained")
+        uplink = link()
+        assert uplink["failovers"] >= 1
+        assert 0 < uplink["last_outage_s"] < 30, uplink  # NATS drops clients 4 s into a re-election
+        assert 0 == agent.stop()
+    finally:
+        if commander is not None:
+            commander.close()
+        if agent.proc and agent.proc.poll() is None:
+            agent.kill()
+        platform.stop()
+    seqs = all_seqs(platform)
+    assert set(seqs) == set(range(1, last_seq(buffer) + 1)), "every committed row arrived"
+    for kind in ("telemetry", "alarm"):
+        order = first_arrival_order(platform, kind)
+        assert order == sorted(order), f"{kind} out of order"
+    print(f"\n{last_seq(buffer)} rows, {len(seqs) - len(set(seqs))} duplicates (same seq), "
+          f"{uplink['failovers']} failovers, last outage {uplink['last_outage_s']} s")
