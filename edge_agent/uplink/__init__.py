@@ -172,7 +172,7 @@ class Uplink:
 
     # --- paho callbacks (paho's network thread) ------------------------------------
 
-    def _on_connect(self, client: mqtt.Client, _userdata: Any, _flags: Any,
+    def _on_connect(self, client: mqtt.Client, _userdata: Any, flags: Any,
                     reason_code: Any, _properties: Any) -> None:
         if reason_code.is_failure:
             report = log.warning if self._backoff.attempt == 0 else log.debug  # as below
@@ -184,7 +184,7 @@ class Uplink:
             self.last_failover_ms = _now_ms()
         self.broker = broker
         log.info("uplink_connected", broker=broker, protocol=self.settings.protocol,
-                 session_present=bool(getattr(_flags, "session_present", False)),
+                 session_present=bool(getattr(flags, "session_present", False)),
                  failovers=self.failovers)
         self.connects += 1
         self._backoff.reset()
