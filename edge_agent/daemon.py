@@ -58,6 +58,7 @@ from edge_agent.buffer import Buffer
 from edge_agent.clock import AgentClock, synchronised
 from edge_agent.commands import CommandError
 from edge_agent.config import FileError, LoadedConfig, Space, load_config, replace_config
+from edge_agent.core import _jit
 from edge_agent.records import CoreState, Event, Quality, Sample
 from edge_agent.site_rules import site_spec
 from edge_agent.tasks import cancel_and_wait
@@ -75,6 +76,7 @@ BUFFER_FULL = "agent:buffer:full"
 FULL_CLEARS = 0.9
 BUFFER_CORRUPT = "agent:buffer:corrupt"  # the file was moved aside at start
 BUFFER_WRITE = "agent:buffer:write_failed"  # commits fail: disk full, I/O error, locked
+JIT_UNAVAILABLE = "agent:jit:unavailable"  # the kernels run as plain Python (core/_jit.py)
 PENDING_MAX = 100_000  # samples held in memory while nothing can be written (~10 MB)
 CLOCK_STEP_S = 2.0  # a wall clock step larger than this is logged (and maybe corrected)
 # Faults of one sensor, raised while its samples have one of these qualities
@@ -177,7 +179,7 @@ class Agent:
                            BUFFER_WRITE} | {
             _task_key(f"bus:{b.name}") for b in site.buses}
         spec = site_spec(loaded, [f"{d.name}:{f}" for d in site.devices for f in FAULTS]
-                         + sorted(self._task_keys) + [BUFFER_FULL]
+                         + sorted(self._task_keys) + [BUFFER_FULL, JIT_UNAVAILABLE]
                          + [fault_key(a.name) for a in site.actions])
         self.spaces.configure(site, loaded.profiles)
         self.book.rules = site.alarm_management
@@ -212,6 +214,8 @@ class Agent:
             "cpu_percent": self._cpu.percent(),
             **self._lag.report(),
             "numba_cache": health.numba_cache(),
+            "jit": {"compiled": _jit.UNAVAILABLE is None, "error": _jit.UNAVAILABLE,
+                    "supported": _jit.SUPPORTED},
             "clock": {"synchronised": synchronised(),
                       "wall_step_s": round(self._offset_s, 3)},
             "buses": {b.name: b.stats.report() for b in self.buses},
@@ -318,9 +322,18 @@ class Agent:
                                " s; see the agent's log (buffer_write_failed)") from None
 
     def _after_restart(self) -> Outcome:
-        """End what the last run left active that a restart resolves by itself."""
+        """End what the last run left active that a restart resolves by itself; say
+        loudly if the kernels could not be compiled on this machine.
+        """
         now = _now_ms()
         outcome = self.engine.withdraw_orphans(now)
+        if _jit.UNAVAILABLE is not None:
+            log.error("jit_unavailable", error=_jit.UNAVAILABLE, supported=_jit.SUPPORTED,
+                      running="the alarm kernels as plain Python: the same rules, far slower")
+        if (_jit.UNAVAILABLE is not None) != (JIT_UNAVAILABLE in self.engine.active):
+            outcome.extend(self.engine.fault(JIT_UNAVAILABLE, _jit.UNAVAILABLE is not None, now, {
+                "error": _jit.UNAVAILABLE, "supported": _jit.SUPPORTED,
+                "running": "plain-Python kernels" if _jit.UNAVAILABLE else "compiled kernels"}))
         for key in [k for k in self.engine.active if k in self._task_keys]:
             outcome.extend(self.engine.fault(key, False, now, {"reason": "agent restarted"}))
         if self.buffer.moved_aside:

@@ -52,7 +52,10 @@ class CpuMeter:
 
 def numba_cache() -> dict[str, Any]:
     """Where the kernels' cache lives and how many kernels came from it or were compiled."""
-    from numba.core.registry import CPUDispatcher
+    try:
+        from numba.core.registry import CPUDispatcher
+    except ImportError:  # no numba here: the kernels run as plain Python (core/_jit.py)
+        return {"dir": None, "loaded": 0, "compiled": 0, "warm": False}
 
     hits = misses = 0
     where = None

@@ -104,7 +104,12 @@ def _view(status: dict[str, Any]) -> Group:
         f"over quota, {buf['expired']} past retention", "yellow")
         if buf["evicted"] or buf["expired"] else "")
     alarms = _alarm_table(status["alarms"], now)
-    return Group(head, _protection(h["protection"], now), channels, buses, link, alarms)
+    jit = h["jit"]
+    kernels = Text("" if jit["compiled"] else f"ALARM KERNELS NOT COMPILED ({jit['error']}): "
+                   f"running as plain Python, far slower. Supported: {jit['supported']}",
+                   style="bold white on red")
+    return Group(head, kernels, _protection(h["protection"], now), channels, buses, link,
+                 alarms)
 
 
 def _protection(protection: dict[str, Any], now: int) -> Text:

@@ -77,9 +77,8 @@ import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from numba import njit
 
-from edge_agent.core._jit import JIT
+from edge_agent.core._jit import JIT, njit
 
 PARAMS = ("warm", "train", "c", "alpha_s", "w_s", "alpha_mu", "alpha_d", "k", "h", "gamma",
           "flag", "relearn", "hold", "hold_level", "decay")

@@ -56,10 +56,9 @@ import math
 from collections.abc import Mapping
 
 import numpy as np
-from numba import njit
 
 from edge_agent.core._bank import check_row, check_series, load_state, per_channel
-from edge_agent.core._jit import JIT
+from edge_agent.core._jit import JIT, njit
 
 
 @njit(**JIT)

@@ -37,9 +37,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
 
-from edge_agent.core._jit import JIT
+from edge_agent.core._jit import JIT, njit
 
 
 @njit(**JIT)
