@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEMO_SECONDS ?= 60
 
-.PHONY: demo test lint install system-packages
+.PHONY: bundle demo test lint install system-packages
 
 demo: $(VENV)/.installed
 	$(BIN)/edge-agent demo --seconds $(DEMO_SECONDS)
@@ -19,6 +19,12 @@ test: $(VENV)/.installed
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
+
+# The offline installer bundle for one architecture (x86_64 or aarch64): wheels for
+# CPython 3.11 on that platform, the unit, install.sh and its checksums (bundle/).
+ARCH ?= $(shell uname -m)
+bundle: $(VENV)/.installed
+	$(BIN)/python bundle/build.py --arch $(ARCH)
 
 # The service on this gateway, running this checkout's agent. For a production
 # gateway install the agent under /opt instead (systemd/README.md).
