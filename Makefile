@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEMO_SECONDS ?= 60
 
-.PHONY: bundle demo test lint install system-packages
+.PHONY: arm64-check bundle demo test lint install system-packages
 
 demo: $(VENV)/.installed
 	$(BIN)/edge-agent demo --seconds $(DEMO_SECONDS)
@@ -25,6 +25,11 @@ lint: $(VENV)/.installed
 ARCH ?= $(shell uname -m)
 bundle: $(VENV)/.installed
 	$(BIN)/python bundle/build.py --arch $(ARCH)
+
+# The aarch64 bundle installed offline and run in a Debian bookworm arm64 root
+# filesystem under qemu-user-static (debootstrap; about 3 min the first time).
+arm64-check: $(VENV)/.installed
+	$(SUDO) env PYTHON=$(BIN)/python sh bundle/arm64_check.sh
 
 # The service on this gateway, running this checkout's agent. For a production
 # gateway install the agent under /opt instead (systemd/README.md).

@@ -132,12 +132,13 @@ def test_kill_9_loses_nothing_committed(
     buffer = tmp_path / "buffer.db"
     view = platform.gateways[GATEWAY]
     first = AgentProcess(site_config).start()
-    assert platform.wait_for(lambda: len(view.sample_seqs) >= 30, 15), first.log
+    # Generous timeouts: make arm64-check runs this under emulation, where numba loads slowly.
+    assert platform.wait_for(lambda: len(view.sample_seqs) >= 30, 90), first.log
     first.kill()
     killed_at = last_seq(buffer)
     second = AgentProcess(site_config).start()
     try:
-        assert platform.wait_for(lambda: len(view.sample_seqs) >= killed_at + 20, 15), second.log
+        assert platform.wait_for(lambda: len(view.sample_seqs) >= killed_at + 20, 90), second.log
     finally:
         assert 0 == second.stop()
     assert_complete(platform, buffer)
