@@ -397,8 +397,7 @@ class AlarmEngine:
 
     def latched(self) -> set[str]:
         """The active latching limits whose condition is gone: held until a reset."""
-        held = self.bank.active & ~self.bank.condition & np.array(
-            [x.latch for x in self.limits], dtype=bool)
+        held = self.bank.active & ~self.bank.condition & self.bank.latch
         return {self.limits[i].key for i in np.flatnonzero(held)}
 
     def reliability(self, ts_ms: int) -> Outcome:
