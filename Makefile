@@ -8,14 +8,32 @@ BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEMO_SECONDS ?= 60
 
-.PHONY: arm64-check bundle demo test lint install system-packages
+.PHONY: arm64-check browser bundle demo i18n test lint install system-packages
 
 demo: $(VENV)/.installed
 	$(BIN)/edge-agent demo --seconds $(DEMO_SECONDS)
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed browser
 	$(BIN)/ruff check .
 	$(BIN)/pytest
+
+# The web view's browser tests drive Debian's chromium through Playwright; a CJK font
+# makes their screenshots of the Chinese page readable.
+browser:
+	@missing=""; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	[ -e /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ] || missing="$$missing fonts-wqy-microhei"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing system packages:$$missing"; \
+		$(SUDO) apt-get update || echo "apt-get update failed; trying the cached package lists"; \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; \
+	fi
+
+# New messages marked with _() go into the Chinese catalog, to be translated there.
+i18n: $(VENV)/.installed
+	pot=$$(mktemp) && $(BIN)/pybabel extract -F babel.cfg -k _ --no-location --project edge-agent -o $$pot . \
+		&& $(BIN)/pybabel update -i $$pot -d edge_agent/locale -D edge_agent -w 100 \
+		--no-fuzzy-matching; rm -f $$pot
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .

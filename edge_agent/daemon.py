@@ -22,7 +22,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -42,6 +42,7 @@ from edge_agent import (
     memory,
     runlock,
     sessions,
+    trend,
     watchdog,
 )
 from edge_agent.acquisition import (
@@ -121,6 +122,8 @@ class Agent:
         self._bus_tasks: list[asyncio.Task[None]] = []
         self._answered: dict[str, bool] = {}  # device -> its last poll had an answer
         self._latest: dict[str, Sample] = {}  # channel -> its newest sample, for `status`
+        self.trend = trend.Trend()
+        self._pending_trend: list[trend.Bucket] = []
         self._acked: set[str] = set()  # ids of active faults someone acknowledged
         self.alarm_figures = AlarmFigures()
         self._lag, self._cpu = health.LoopLag(), health.CpuMeter()
@@ -260,10 +263,13 @@ class Agent:
         except OSError as exc:  # the CLI's window on the agent; never a reason to stop it
             log.error("control_socket_failed", path=str(sock), error=str(exc))
             local = None
+        view = await self._start_web()
         watchdog.notify("READY=1")
         await stop.wait()
         log.info("agent_stopping")
         watchdog.notify("STOPPING=1")
+        if view is not None:
+            await view.close()
         if local is not None:
             local.close()
             sock.unlink(missing_ok=True)
@@ -281,6 +287,21 @@ class Agent:
         log.info("agent_stopped", samples_polled=self.counters["samples"],
                  events=self.counters["events"], buffer_depth=self.final_depth,
                  delivered=self.uplink.delivered)
+
+    async def _start_web(self) -> Any:
+        """The local web view, when the config turns it on (a WebView, or None)."""
+        settings = self.loaded.site.web
+        if not settings.enabled:
+            return None
+        from edge_agent.web.server import WebView  # aiohttp is imported only when it is on
+
+        view = WebView(settings, self._web_snapshot, self._web_trend, self._local_command)
+        try:
+            await view.start()
+        except OSError as exc:  # a convenience, never a reason to stop protecting people
+            log.error("web_view_failed", bind=settings.bind, port=settings.port, error=str(exc))
+            return None
+        return view
 
     def _start_buses(self) -> None:
         site = self.loaded.site
@@ -403,6 +424,7 @@ class Agent:
                 self._pending_states["lifecycle"] = self.book.saved()
                 self.actions.suppress(self._suppressed())
                 self._protection = self.book.report()
+            self._pending_trend += self.trend.take_closed()
             try:
                 await loop.run_in_executor(self._writer, self._commit_pending)
                 self._counted()
@@ -504,6 +526,9 @@ class Agent:
         outcome.events += self.book.due(ts_ms)
         self._pending_samples += result.samples
         self._latest.update((s.channel, s) for s in result.samples)
+        levels = self._levels([s.channel for s in result.samples])
+        self.trend.follow(result.samples, {c: lv for c, (lv, cls) in levels.items()
+                                           if cls == "alarm"})
         if self.spaces.open:
             alarms = {k: self.engine.channels_of(k) for k, a in self.engine.active.items()
                       if a.cls == "alarm"}
@@ -527,13 +552,14 @@ class Agent:
             self._shifts.pop(0)
         if trust:
             self.times_trusted = True
-        states = self._pending_states
-        if not samples and not pending.events and not state and not states:
+        states, buckets = self._pending_states, self._pending_trend
+        if not samples and not pending.events and not state and not states and not buckets:
             return
         self.buffer.commit_cycle(samples, pending.events, pending.raised, pending.ended,
-                                 core_state=state, states=states)
+                                 core_state=state, states=states, trend=buckets,
+                                 trend_after_ms=_now_ms() - trend.KEEP_MS)
         self._pending, self._pending_samples, self._pending_state = Outcome(), [], None
-        self._pending_states = {}
+        self._pending_states, self._pending_trend = {}, []
         trimmed = self.buffer.trim(_now_ms())
         self._stored = _Stored(len(samples), len(pending.events), trimmed.evicted,
                                trimmed.expired, self.buffer.used_bytes())
@@ -628,16 +654,23 @@ class Agent:
                                                              "try again"))
         return await done
 
-    async def _status(self, _args: commands.Args) -> dict[str, Any]:
-        """Everything `edge-agent status` shows, read from memory and the buffer."""
-        levels: dict[str, tuple[int, str]] = {}  # channel -> (level, class) of its worst
+    def _levels(self, channels: Iterable[str]) -> dict[str, tuple[int, str]]:
+        """Channel -> (level, class) of the worst active alarm, fault or anomaly on it or
+        on its device (level 0 for faults and anomalies).
+        """
+        levels: dict[str, tuple[int, str]] = {}
         for key, alarm in self.engine.active.items():
             subject = key.split(":", 1)[0]  # a channel, or a device for its faults
             level = self.engine.level_of(key) if alarm.cls == "alarm" else 0
-            for channel in self._latest:
+            for channel in channels:
                 if (channel == subject or channel.startswith(subject + ".")) and (
                         level >= levels.get(channel, (-1, ""))[0]):
                     levels[channel] = (level, alarm.cls)
+        return levels
+
+    async def _status(self, _args: commands.Args) -> dict[str, Any]:
+        """Everything `edge-agent status` shows, read from memory and the buffer."""
+        levels = self._levels(self._latest)
         figures = await asyncio.to_thread(buffer.stats, self.buffer.path)
         oldest = [t for t in (figures["events"]["oldest_ms"], figures["samples"]["oldest_ms"])
                   if t is not None]
@@ -849,6 +882,39 @@ class Agent:
                                         else None)}
                            for name in self.spaces.spaces]}
 
+    async def _web_snapshot(self) -> dict[str, Any]:
+        """What the web view shows: the status, the entry sessions and the site's layout
+        (each confined space with its detectors, then the other devices).
+        """
+        site = self.loaded.site
+        in_spaces = {d.device for s in site.spaces for d in s.detectors}
+        return {**await self._status(commands.Args()),
+                "entry": [{**e, "record_interval_h": self.spaces.spaces[e["space"]]
+                           .record_interval_h, "test_valid_min": self.spaces.spaces[
+                               e["space"]].test_valid_min}
+                          for e in (await self._entry_status(commands.Args()))["spaces"]],
+                "groups": [{"space": s.name, "devices": [d.device for d in s.detectors]}
+                           for s in site.spaces] + [
+                    {"device": d.name, "devices": [d.name]} for d in site.devices
+                    if d.name not in in_spaces]}
+
+    async def _web_trend(self, channel: str) -> dict[str, Any] | None:
+        """A channel's last hour from the buffer's trend, its limits, and the bucket
+        still filling.
+        """
+        if (latest := self._latest.get(channel)) is None:
+            return None
+        now = _now_ms()
+        rows = await asyncio.to_thread(buffer.trend, self.buffer.path, channel,
+                                       now - trend.KEEP_MS)
+        if (filling := self.trend.filling(channel)) is not None:
+            rows.append(filling[2:])
+        return {"channel": channel, "unit": latest.unit, "now_ms": now,
+                "bucket_ms": trend.BUCKET_MS, "points": rows,
+                "limits": [{"level": x.level, "direction": x.direction, "setpoint": x.setpoint}
+                           for x in self.engine.limits
+                           if x.channel == channel and x.direction in ("above", "below")]}
+
     async def _get_config(self, _args: commands.Args) -> dict[str, Any]:
         return {"config_hash": self.loaded.hash, "toml": self._config_text}
 
@@ -897,8 +963,9 @@ class Agent:
             raise CommandError("bad_request", "invalid config: " + "; ".join(
                 p.split(": ", 1)[-1] for p in exc.problems), problems=exc.problems) from None
         # What identifies the gateway and keeps it reachable is changed on site, by a
-        # technician: a wrong push could otherwise cut the gateway off for good.
-        for key in ("gateway_id", "site_id", "mqtt", "buffer"):
+        # technician: a wrong push could otherwise cut the gateway off for good. So is
+        # the local web view: a push must not open it to the plant network or swap its PIN.
+        for key in ("gateway_id", "site_id", "mqtt", "buffer", "web"):
             if getattr(new.site, key) != getattr(self.loaded.site, key):
                 raise CommandError("refused", f"{key} cannot be changed remotely; change it "
                                    "on the gateway itself")

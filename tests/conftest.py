@@ -13,9 +13,10 @@ import pytest
 from edge_agent.demo.broker import Mosquitto, TlsFiles
 from edge_agent.demo.platform import PlatformSubscriber
 from edge_agent.profiles import ProfileLibrary
+from edge_agent.web.pin import hash_pin
 from simulators import ModbusTcpSimulator, SimulatedDevice
 from tests.pki import Pki, make_pki
-from tests.support import SITE, AgentProcess, wait_until
+from tests.support import SITE, WEB, AgentProcess, WebClient, wait_until
 
 
 @pytest.fixture
@@ -107,5 +108,32 @@ def agent(site_config: Path) -> Iterator[AgentProcess]:
     """The agent running on ``site_config``; killed at the end if still running."""
     process = AgentProcess(site_config).start()
     yield process
+    if process.proc is not None and process.proc.poll() is None:
+        process.kill()
+
+
+@pytest.fixture(scope="session")
+def pin_hash() -> str:
+    return hash_pin(WebClient.PIN)
+
+
+@pytest.fixture
+def web_agent(tmp_path: Path, broker: Mosquitto, modbus_server: ModbusTcpSimulator,
+              pin_hash: str) -> Iterator[tuple[AgentProcess, WebClient]]:
+    """The agent with its web view on (a confined space "tank" watched by gas1), once the
+    view shows gas1's values.
+    """
+    from edge_agent.demo.broker import free_port
+
+    port = free_port()
+    path = tmp_path / "site.toml"
+    path.write_text(SITE.format(modbus_port=modbus_server.port, broker_port=broker.port,
+                                buffer=tmp_path / "buffer.db", interval=0.2)
+                    + WEB.format(port=port, pin_hash=pin_hash))
+    process = AgentProcess(path).start()
+    client = WebClient(port)
+    wait_until(lambda: any(c["ch"] == "gas1.co" for c in client.site().get("channels", [])),
+               20, "the web view to show gas1.co")
+    yield process, client
     if process.proc is not None and process.proc.poll() is None:
         process.kill()

@@ -12,8 +12,11 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -76,6 +79,56 @@ telemetry_batch = 20
 [buffer]
 path = "{buffer}"
 """
+
+# Appended to SITE: a confined space and the web view with the PIN WebClient.PIN.
+WEB = """
+[[spaces]]
+name = "tank"
+detectors = [{{ device = "gas1" }}]
+
+[web]
+enabled = true
+port = {port}
+pin_hash = "{pin_hash}"
+"""
+
+
+class WebClient:
+    """Plain HTTP to the agent's web view on loopback."""
+
+    PIN = "4711"
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+
+    def request(self, method: str, path: str, body: object = None,
+                headers: dict[str, str] | None = None) -> tuple[int, Any, Any]:
+        """(status, headers, the JSON body or the text); (0, {}, error) when unreachable."""
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.url + path, data=data, method=method, headers={
+            "Content-Type": "application/json", **(headers or {})})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                status, head, raw = response.status, response.headers, response.read()
+        except urllib.error.HTTPError as exc:
+            status, head, raw = exc.code, exc.headers, exc.read()
+        except OSError as exc:
+            return 0, {}, str(exc)
+        if head.get_content_type() == "application/json":
+            return status, head, json.loads(raw)
+        return status, head, raw.decode()
+
+    def site(self) -> dict[str, Any]:
+        status, _, body = self.request("GET", "/api/site")
+        return body if status == 200 else {}
+
+    def act(self, action: str, pin: str | None = None, **fields: object
+            ) -> tuple[int, dict[str, Any]]:
+        status, _, body = self.request("POST", "/api/action", {
+            "action": action, "pin": self.PIN if pin is None else pin, "by": "Wang Fang",
+            **fields})
+        return status, body
 
 
 class ShiftedClock:

@@ -25,9 +25,10 @@ import structlog
 
 from edge_agent.errors import StartupError
 from edge_agent.records import ActiveAlarm, CoreState, Event, Quality, Sample
+from edge_agent.trend import Bucket
 
 __all__ = ["SCHEMA_VERSION", "Buffer", "BufferUnavailable", "EventRow", "SampleRow", "Trimmed",
-           "export", "stats"]
+           "export", "stats", "trend"]
 
 log = structlog.get_logger(__name__)
 _QUALITIES = tuple(Quality)  # indexed by the stored integer (0, 1, ...): faster than Quality(q)
@@ -153,17 +154,19 @@ class Buffer:
     def commit_cycle(self, samples: Sequence[Sample], events: Sequence[Event],
                      raised: Iterable[ActiveAlarm] = (), ended: Iterable[str] = (),
                      core_state: CoreState | None = None,
-                     states: Mapping[str, dict[str, Any]] | None = None) -> int:
+                     states: Mapping[str, dict[str, Any]] | None = None,
+                     trend: Sequence[Bucket] = (), trend_after_ms: int = 0) -> int:
         """Store one cycle's samples and events in one transaction; return the last seq.
 
         ``raised`` and ``ended`` update the active alarms, and ``core_state`` and
         ``states`` (name -> document, e.g. entry sessions, alarm lifecycle) replace the
         saved state of the alarm core and of the others given, in the same
-        transaction, so the state on disk always matches the events.
+        transaction, so the state on disk always matches the events. ``trend``
+        buckets are added, and those before ``trend_after_ms`` dropped.
         """
         try:
             return self._commit_cycle(samples, events, raised, ended, core_state or {},
-                                      states or {})
+                                      states or {}, trend, trend_after_ms)
         except BaseException:
             self._channel_ids.clear()  # ids cached inside a rolled-back transaction
             raise
@@ -187,8 +190,15 @@ class Buffer:
 
     def _commit_cycle(self, samples: Sequence[Sample], events: Sequence[Event],
                       raised: Iterable[ActiveAlarm], ended: Iterable[str],
-                      core_state: CoreState, states: Mapping[str, dict[str, Any]]) -> int:
+                      core_state: CoreState, states: Mapping[str, dict[str, Any]],
+                      trend: Sequence[Bucket], trend_after_ms: int) -> int:
         with self._writing():
+            if trend:
+                self.db.conn.executemany(
+                    "INSERT OR REPLACE INTO trend VALUES (?, ?, ?, ?, ?, ?)",
+                    [(self._channel_id(b.channel, b.unit), b.bucket_ms, b.lo, b.hi, b.last,
+                      b.level) for b in trend])
+                self.db.execute("DELETE FROM trend WHERE bucket_ms < ?", [trend_after_ms])
             self.db.conn.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", [
                 (f"state:{name}", json.dumps(doc, separators=(",", ":")))
                 for name, doc in states.items()])
@@ -355,7 +365,14 @@ def _v2_sample_time_index(db: sqlite_utils.Database) -> None:
     db["samples"].create_index(["ts_ms"], if_not_exists=True)  # retention deletes by time
 
 
-MIGRATIONS = (_v2_sample_time_index,)
+def _v3_trend(db: sqlite_utils.Database) -> None:
+    """The last hour of each channel in 10-s buckets (edge_agent/trend.py)."""
+    db.execute("CREATE TABLE IF NOT EXISTS trend (channel INTEGER NOT NULL, "
+               "bucket_ms INTEGER NOT NULL, lo REAL, hi REAL, last REAL, "
+               "level INTEGER NOT NULL, PRIMARY KEY (channel, bucket_ms)) WITHOUT ROWID")
+
+
+MIGRATIONS = (_v2_sample_time_index, _v3_trend)
 SCHEMA_VERSION = 1 + len(MIGRATIONS)
 
 
@@ -400,6 +417,15 @@ def stats(path: Path) -> dict[str, Any]:
         result["active_alarms"] = conn.execute("SELECT count(*) FROM active_alarms"
                                                ).fetchone()[0]
     return result
+
+
+def trend(path: Path, channel: str, since_ms: int) -> list[tuple[Any, ...]]:
+    """A channel's trend buckets from ``since_ms`` on: (start, low, high, last, alarm level)."""
+    with _read_only(path) as conn:
+        return conn.execute(
+            "SELECT t.bucket_ms, t.lo, t.hi, t.last, t.level FROM trend t JOIN channels c "
+            "ON c.id = t.channel WHERE c.name = ? AND t.bucket_ms >= ? ORDER BY t.bucket_ms",
+            [channel, since_ms]).fetchall()
 
 
 def export(path: Path) -> Iterator[dict[str, Any]]:

@@ -121,12 +121,14 @@ from edge_agent.cli.install import install  # noqa: E402
 from edge_agent.cli.logs import logs  # noqa: E402
 from edge_agent.cli.platform_tail import tail_command  # noqa: E402
 from edge_agent.cli.status import alarms_app, status  # noqa: E402
+from edge_agent.cli.web import web_app  # noqa: E402
 
 app.add_typer(config_app, name="config")
 app.add_typer(devices_app, name="devices")
 app.add_typer(buffer_app, name="buffer")
 app.add_typer(alarms_app, name="alarms")
 app.add_typer(entry_app, name="entry")
+app.add_typer(web_app, name="web")
 app.command("status")(status)
 app.command("logs")(logs)
 app.command("install")(install)

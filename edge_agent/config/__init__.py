@@ -31,6 +31,7 @@ from edge_agent.config.model import (
     SerialBus,
     SiteConfig,
     Space,
+    Web,
 )
 from edge_agent.profiles import Point, ProfileLibrary
 from edge_agent.validation import FileError, read_toml, validate
@@ -57,6 +58,7 @@ __all__ = [
     "SerialBus",
     "SiteConfig",
     "Space",
+    "Web",
     "load_config",
     "replace_config",
 ]

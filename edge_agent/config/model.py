@@ -28,6 +28,7 @@ from pydantic import (
 
 from edge_agent.config.defaults import default_exposure
 from edge_agent.validation import FileError, Problems
+from edge_agent.web.pin import PATTERN as PIN_PATTERN
 
 _Strict = ConfigDict(extra="forbid", frozen=True)
 
@@ -50,6 +51,16 @@ Name = Annotated[str, _matching(r"[a-z][a-z0-9_\-]{0,31}",
 TopicId = Annotated[str, _matching(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}",
                                    "use 1-64 letters, digits, _ . or -, starting with a letter "
                                    "or digit (it becomes an MQTT topic level)")]
+
+
+def _pin_hash(value: str) -> str:
+    if not re.fullmatch(PIN_PATTERN, value):  # not echoed: it may be the PIN itself
+        raise ValueError("is not a PIN hash; put here the line `edge-agent web hash-pin` "
+                         "prints, never the PIN")
+    return value
+
+
+PinHash = Annotated[str, AfterValidator(_pin_hash)]
 
 
 def _relative_to_config(path: Path, info: ValidationInfo) -> Path:
@@ -443,6 +454,36 @@ class Buffer(BaseModel):
                                          "than this is dropped; events are kept")
 
 
+class Web(BaseModel):
+    """The local web view for technicians and site staff (docs/web.md): read-only but for
+    acknowledging alarms and the entry workflow, which need the technicians' PIN.
+    """
+
+    model_config = _Strict
+
+    enabled: bool = False
+    bind: str = Field("127.0.0.1", min_length=1, description="the address it listens on: "
+                      "loopback, or the gateway's address on the site network or hotspot")
+    port: int = Field(8080, ge=1, le=65535)
+    pin_hash: PinHash | None = Field(None, description="the technicians' PIN as `edge-agent "
+                                     "web hash-pin` prints it; none: no actions")
+    language: Literal["zh_CN", "en"] | None = Field(None, description="the page's language; "
+                                                     "default: the browser's")
+    max_clients: int = Field(8, ge=1, le=64, description="live pages at once")
+    cert_file: ConfigPath | None = Field(None, description="HTTPS: the certificate chain")
+    key_file: ConfigPath | None = None
+
+    @model_validator(mode="after")
+    def _tls(self) -> Web:
+        if (self.cert_file is None) != (self.key_file is None):
+            key = "cert_file" if self.cert_file else "key_file"
+            raise Problems([((key,), "HTTPS needs both cert_file and key_file")])
+        for key in ("cert_file", "key_file"):
+            if (path := getattr(self, key)) is not None and not path.is_file():
+                raise Problems([((key,), f"{path} does not exist or is not a file")])
+        return self
+
+
 class Action(BaseModel):
     """A local output driven by alarms: a relay for a sounder, a beacon or a fan.
 
@@ -626,6 +667,7 @@ class SiteConfig(BaseModel):
     spaces: list[Space] = Field(default_factory=list)
     mqtt: Mqtt
     buffer: Buffer = Buffer()
+    web: Web = Web()
 
     @model_validator(mode="after")
     def _references(self, info: ValidationInfo) -> SiteConfig:

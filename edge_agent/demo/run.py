@@ -4,7 +4,8 @@ The example configs in config/ are run as they are, with their buses pointed
 at simulated devices on loopback, the uplink at a private mosquitto and the
 buffers in a temporary directory. The live view shows what the platform
 receives; part-way, each site gets a hazard from its scenario, and later the
-platform's operator acknowledges the alarms with the `ack-alarm` command.
+platform's operator acknowledges the alarms with the `ack-alarm` command. Each
+site's local web view is on (loopback, port 8080 and up), with the PIN DEMO_PIN.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import contextlib
 import json
 import shutil
 import signal
+import socket
 import tempfile
 import time
 from dataclasses import dataclass
@@ -34,6 +36,7 @@ from edge_agent.config import (
     ModbusRtuOverTcpBus,
     Mqtt,
     SerialBus,
+    Web,
     load_config,
 )
 from edge_agent.daemon import Agent
@@ -41,6 +44,7 @@ from edge_agent.demo.broker import Mosquitto, free_port
 from edge_agent.demo.platform import GatewayView, PlatformSubscriber
 from edge_agent.profiles import Profile
 from edge_agent.uplink.payloads import Topics
+from edge_agent.web.pin import hash_pin
 from simulators import (
     FrameSimulator,
     LineSimulator,
@@ -59,6 +63,8 @@ SITES = {
                      ("cyanide-line", "cyanide_bath_acidified")],
     "lithium_warehouse": [("bay-b", "cell_venting"), ("bay-b-h2", "cell_off_gassing")],
 }
+DEMO_PIN = "2468"
+WEB_PORT = 8080  # the first site's; the next ones count up (or any free port)
 
 
 @dataclass
@@ -86,8 +92,17 @@ def _scenario(site: str, profile: Profile) -> Scenario | None:
     return None
 
 
+def _web_port(preferred: int) -> int:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", preferred))
+        except OSError:
+            return free_port()
+    return preferred
+
+
 def _start_site(name: str, hazards: list[tuple[str, str]], workdir: Path, broker_port: int,
-                stack: contextlib.ExitStack) -> DemoSite:
+                stack: contextlib.ExitStack, web_port: int, pin_hash: str) -> DemoSite:
     """Simulate every device of the example config on the kind of bus it is on, and
     point the config at them, at the private broker and at a buffer in ``workdir``.
     """
@@ -115,7 +130,8 @@ def _start_site(name: str, hazards: list[tuple[str, str]], workdir: Path, broker
             buses.append(bus.model_copy(update={"host": "127.0.0.1", "port": server.port}))
         stack.enter_context(server)
     mqtt = Mqtt(host="127.0.0.1", port=broker_port, tls="off", reconnect_max_s=2)
-    site = site.model_copy(update={"buses": buses, "mqtt": mqtt,
+    web = Web(enabled=True, port=_web_port(web_port), pin_hash=pin_hash)
+    site = site.model_copy(update={"buses": buses, "mqtt": mqtt, "web": web,
                                    "buffer": Buffer(path=workdir / f"{name}.db")})
     return DemoSite(name, hazards, LoadedConfig(path=loaded.path, site=site,
                                                 profiles=loaded.profiles), devices)
@@ -131,10 +147,13 @@ def run_demo(seconds: float, keep: bool, console: Console) -> int:
     platform = PlatformSubscriber(broker.port).start()
     stack = contextlib.ExitStack()
     try:
-        sites = [_start_site(name, hazards, workdir, broker.port, stack)
-                 for name, hazards in SITES.items()]
+        pin_hash = hash_pin(DEMO_PIN)
+        sites = [_start_site(name, hazards, workdir, broker.port, stack, WEB_PORT + i, pin_hash)
+                 for i, (name, hazards) in enumerate(SITES.items())]
         console.print(f"[bold]edge-agent demo[/]: {len(sites)} sites, broker on "
                       f"127.0.0.1:{broker.port}, working directory {workdir}")
+        console.print("web view (technician PIN " + DEMO_PIN + "): " + ", ".join(
+            f"{s.name} http://127.0.0.1:{s.loaded.site.web.port}/" for s in sites))
         asyncio.run(_run(sites, platform, seconds, console))
         return _summary(sites, platform, console)
     finally:

@@ -138,6 +138,10 @@ def test_bad_set_config_changes_nothing(
                                                                'tls = "off"\nkeepalive_s = 60'))
     assert ("refused", "mqtt cannot be changed remotely") == (
         refused["error"]["code"], refused["error"]["message"][:31])
+    # Nor the web view: a push must not open it to the plant network.
+    web = commander.call("set-config", toml=before + '\n[web]\nenabled = true\nbind = "0.0.0.0"\n')
+    assert ("refused", "web cannot be changed remotely") == (
+        web["error"]["code"], web["error"]["message"][:30])
     assert before == site_config.read_text()
     assert hash_before == commander.call("ping")["result"]["config_hash"]
     assert not list(site_config.parent.glob(".site.toml.pending*"))
