@@ -11,10 +11,15 @@ One agent then runs for ~20 s (with an H2S release injected) while its VmRSS is
 sampled every second. Baseline, in the same run: the wall time and RSS of
 ``python -c "import numba, pymodbus, paho.mqtt.client"``, the import floor no
 agent can go below.
+
+``make arm64-check`` runs it under qemu-user with fewer runs and longer timeouts
+(``--runs 3 --hold 15 --timeout 300``). There, VmRSS is qemu's own resident set:
+the emulated process plus qemu's translated-code cache, so it overstates a Pi's.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -32,7 +37,6 @@ from edge_agent.demo.broker import Mosquitto, free_port
 from edge_agent.demo.platform import PlatformSubscriber
 from simulators import ModbusTcpSimulator, SimulatedDevice, load_scenario
 
-RUNS, HOLD_S = 5, 20
 SITE = """gateway_id = "{gateway}"
 site_id = "bench-confined-space"
 [[buses]]
@@ -72,11 +76,11 @@ def status_mb(status: str) -> dict[str, float]:
     return {k: int(v.split()[0]) / 1024 for k, v in fields.items()}
 
 
-def import_floor(env: dict[str, str]) -> tuple[float, float, float]:
+def import_floor(env: dict[str, str], runs: int) -> tuple[float, float, float]:
     """Median wall time and RSS (all, anonymous) of a process that only imports the floor."""
     code = "import numba, pymodbus, paho.mqtt.client; print(open('/proc/self/status').read())"
     times, rss = [], []
-    for _ in range(RUNS):
+    for _ in range(runs):
         t0 = time.perf_counter()
         out = subprocess.run([sys.executable, "-c", code], env=env, check=True,
                              capture_output=True, text=True).stdout
@@ -111,7 +115,7 @@ def stop(agent) -> float:
     return time.perf_counter() - t0
 
 
-def measure(work: Path, stack: contextlib.ExitStack) -> tuple:
+def measure(work: Path, stack: contextlib.ExitStack, args: argparse.Namespace) -> tuple:
     """Run the site, the timed starts and the held run; return the raw measurements."""
     env = {**os.environ, "NUMBA_CACHE_DIR": str(work / "numba")}
     broker = stack.enter_context(Mosquitto(workdir=work / "mosquitto"))
@@ -131,17 +135,17 @@ def measure(work: Path, stack: contextlib.ExitStack) -> tuple:
         """Seconds to the first telemetry of this run (each run has its own gateway), to stop."""
         t0, view = time.perf_counter(), sub.gateways[f"gw-bench-{name}"]
         agent = run(name)
-        sub.wait_for(lambda: bool(view.sample_seqs) or agent.poll() is not None, 30)
+        sub.wait_for(lambda: bool(view.sample_seqs) or agent.poll() is not None, args.timeout)
         if not view.sample_seqs:
             log = (work / name / "agent.log").read_text(errors="replace")[-2000:]
             raise RuntimeError(f"{name}: no telemetry (exit code {agent.poll()}):\n{log}")
         return time.perf_counter() - t0, stop(agent)
 
     cold, _ = timed_run("cold")
-    timings = [timed_run(f"warm{i}") for i in range(RUNS)]
-    floor = import_floor(env)
+    timings = [timed_run(f"warm{i}") for i in range(args.runs)]
+    floor = import_floor(env, args.runs)
     agent, samples = run("hold"), []
-    for second in range(HOLD_S):
+    for second in range(args.hold):
         time.sleep(1)
         if agent.poll() is not None:
             raise RuntimeError(f"agent exited with {agent.returncode} while held")
@@ -152,10 +156,15 @@ def measure(work: Path, stack: contextlib.ExitStack) -> tuple:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", type=int, default=5, help="warm starts timed")
+    parser.add_argument("--hold", type=int, default=20, help="seconds the held run is sampled")
+    parser.add_argument("--timeout", type=float, default=30, help="seconds to a first sample")
+    args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="edge-agent-bench-"))
     try:
         with contextlib.ExitStack() as stack:  # unwinds in reverse: agents, site, broker
-            cold, timings, floor, samples, view = measure(work, stack)
+            cold, timings, floor, samples, view = measure(work, stack, args)
         # e.g. "uplink_failed" when the uplink thread lost a race for the buffer at start-up
         errors = sum(p.read_text(errors="replace").count('"level": "error"')
                      for p in work.glob("*/agent.log"))
@@ -180,11 +189,13 @@ def main() -> None:
         "agent_error_logs": errors, "target_first_sample_s": 3.0, "target_rss_mb": 150,
     }
     f = {k: round(v, 3) if isinstance(v, float) else v for k, v in figures.items()}
-    print(f"start to first published sample, s ({RUNS} warm runs; cold = empty numba cache)")
+    print(f"start to first published sample, s ({args.runs} warm runs; "
+          "cold = empty numba cache)")
     print(" ".join(f"{h:>8}" for h in ("min", "median", "max", "cold", "floor", "target")))
     print(" ".join(f"{t:8.2f}" for t in (min(firsts), median, max(firsts), cold, floor_s, 3.0)))
     print(f"runs: {' '.join(f'{t:.2f}' for t in firsts)}; SIGTERM to exit: {f['stop_s_median']} s")
-    print(f"\nresident memory, MB, over {HOLD_S} s with the site running (H2S release at 6 s)")
+    print(f"\nresident memory, MB, over {args.hold} s with the site running "
+          "(H2S release at 6 s)")
     print("                peak    final    floor   target")
     print(f"VmRSS   {max(rss):12.1f} {rss[-1]:8.1f} {floor_rss:8.1f} {150:8.1f}")
     print(f"RssAnon {max(anon):12.1f} {anon[-1]:8.1f} {floor_anon:8.1f}")

@@ -7,7 +7,8 @@
 # 3. the aarch64 bundle is installed inside it in a network namespace without any
 #    interface up, after a connection attempt there has failed;
 # 4. inside it: every example config validates, the kernel/twin equality tests and the
-#    SIGKILL-and-restart test pass, and a short demo delivers every sample.
+#    SIGKILL-and-restart test pass, a short demo delivers every sample, and
+#    bench/startup_memory.py times the start to the first published sample.
 # The figures (bundle and installed size, times) are printed as it goes.
 set -eu
 
@@ -54,7 +55,8 @@ say "bundle $(basename "$bundle"): $(du -m "$bundle" | cut -f1) MB, built in $(s
 rm -rf "$rootfs/check" "$rootfs/stage"
 mkdir -p "$rootfs/check"
 tar xzf "$bundle" -C "$rootfs/check"
-cp -r "$work/test-wheels" "$repo/tests" "$repo/config" "$repo/pyproject.toml" "$rootfs/check/"
+cp -r "$work/test-wheels" "$repo/tests" "$repo/bench" "$repo/config" "$repo/pyproject.toml" \
+    "$rootfs/check/"
 # Mounted afresh: a mount left behind by an interrupted run may not be the one we need.
 umount -R "$rootfs/dev" 2>/dev/null || true
 umount "$rootfs/proc" 2>/dev/null || true
@@ -100,3 +102,8 @@ inside sh -c "cd /check && $venv/bin/edge-agent demo --seconds 20" > "$work/demo
 grep -q "every polled sample reached the broker" "$work/demo.log" \
     || { cat "$work/demo.log"; say "the demo lost samples"; exit 1; }
 say "demo under emulation: every sample delivered ($(since "$t") s)"
+
+inside sh -c "cd /check && $venv/bin/python bench/startup_memory.py --runs 3 --hold 15 \
+    --timeout 300" > "$work/startup.log"
+say "start to first published sample and memory under emulation (bench/startup_memory.py):"
+grep -v '^{' "$work/startup.log" | sed 's/^/    /'
