@@ -22,18 +22,25 @@ from rich.markup import escape
 from rich.table import Table
 
 from edge_agent import buffer, cli
+from edge_agent.i18n import _
 
-buffer_app = typer.Typer(no_args_is_help=True, help="Inspect, copy or empty the local buffer "
-                                                      "of undelivered samples and events.")
-
+buffer_app = typer.Typer(no_args_is_help=True, help=_("Inspect, copy or empty the local buffer "
+                                                      "of undelivered samples and events."))
 
 
 def _buffer_path(config: Path) -> Path:
     path = cli.load_or_exit(config).site.buffer.path
     if not path.is_file():
-        cli.fail(f"no buffer at {path} (buffer.path in {config})",
-                 "the agent creates it on its first start; check that it has run")
+        cli.fail(_("no buffer at {path} (buffer.path in {config})").format(
+            path=path, config=config),
+                 _("the agent creates it on its first start; check that it has run"))
     return path
+
+
+def _rows(table: str) -> str:
+    """A buffer table (or all) as the technician reads it; in English, its name."""
+    return {"samples": _("samples"), "events": _("events"),
+            "all": _("samples and events")}[table]
 
 
 def _when(ms: int | None) -> str:
@@ -45,73 +52,80 @@ def _sqlite_errors(path: Path) -> Iterator[None]:
     try:
         yield
     except sqlite3.Error as exc:
-        cli.fail(f"cannot use the buffer {path}: {exc}",
-                 "if the agent holds it busy, try again; if the file is damaged, restart the "
-                 "agent: it moves a corrupt buffer aside and begins a new one")
+        cli.fail(_("cannot use the buffer {path}: {error}").format(path=path, error=exc),
+                 _("if the agent holds it busy, try again; if the file is damaged, restart the "
+                   "agent: it moves a corrupt buffer aside and begins a new one"))
 
 
-@buffer_app.command("stats")
-def stats(config: cli.ConfigOption,
-          as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
-    """Rows waiting for delivery, their age, the file's size and what was dropped."""
+@buffer_app.command("stats", help=_("Rows waiting for delivery, their age, the file's size and "
+                                    "what was dropped."))
+def stats(config: cli.ConfigOption, as_json: cli.JsonOption = False) -> None:
     path = _buffer_path(config)
     with _sqlite_errors(path):
         figures = buffer.stats(path)
     if as_json:
         cli.out.print_json(data=figures)
         return
-    table = Table(title=f"buffer {escape(str(path))}", title_justify="left")
-    for column in ("", "rows", "oldest", "newest"):
-        table.add_column(column, justify="right" if column == "rows" else "left")
+    table = Table(title=_("buffer {path}").format(path=escape(str(path))),
+                  title_justify="left")
+    table.add_column("")
+    table.add_column(_("rows"), justify="right")
+    table.add_column(_("oldest"))
+    table.add_column(_("newest"))
     for name in ("events", "samples"):
         rows = figures[name]
-        table.add_row(name, str(rows["rows"]), _when(rows["oldest_ms"]), _when(rows["newest_ms"]))
+        table.add_row(_rows(name), str(rows["rows"]), _when(rows["oldest_ms"]),
+                      _when(rows["newest_ms"]))
     cli.out.print(table)
-    cli.out.print(f"{figures['bytes'] / 2**20:.1f} MiB on disk, schema {figures['schema_version']}"
-                  f", epoch {figures['epoch']}, last seq {figures['last_seq']}, "
-                  f"{figures['active_alarms']} active alarm(s)", highlight=False)
-    dropped = figures["evicted"] + figures["expired"]
-    style = "yellow" if dropped else "green"
-    cli.out.print(f"[{style}]dropped undelivered: {figures['evicted']} sample(s) over the quota, "
-                  f"{figures['expired']} past retention[/]", highlight=False)
+    summary = _("{mib} MiB on disk, schema {schema}, epoch {epoch}, last seq {seq}, "
+                "{alarms} active alarm(s)").format(
+        mib=f"{figures['bytes'] / 2**20:.1f}", schema=figures["schema_version"],
+        epoch=figures["epoch"], seq=figures["last_seq"], alarms=figures["active_alarms"])
+    cli.out.print(summary, highlight=False)
+    dropped = _("dropped undelivered: {evicted} sample(s) over the quota, {expired} past "
+                "retention").format(evicted=figures["evicted"], expired=figures["expired"])
+    style = "yellow" if figures["evicted"] + figures["expired"] else "green"
+    cli.out.print(f"[{style}]{dropped}[/]", highlight=False)
 
 
-@buffer_app.command("export")
+@buffer_app.command("export", help=_("Copy every undelivered event and sample to JSON lines "
+                                     "(events first)."))
 def export(config: cli.ConfigOption,
-           output: Annotated[Path, typer.Option("--output", "-o",
-                                                help="JSON lines file to write, - for stdout")],
+           output: Annotated[Path, typer.Option("--output", "-o", help=_(
+               "JSON lines file to write, - for stdout"))],
            ) -> None:
-    """Copy every undelivered event and sample to JSON lines (events first)."""
     path = _buffer_path(config)
     try:
         sink = sys.stdout if str(output) == "-" else output.open("w", encoding="utf-8")
     except OSError as exc:
-        cli.fail(f"cannot write {output}: {exc.strerror}", "choose a writable path")
+        cli.fail(_("cannot write {path}: {error}").format(path=output, error=exc.strerror),
+                 _("choose a writable path"))
     count = 0
     with _sqlite_errors(path), sink if sink is not sys.stdout else nullcontext():
         for row in buffer.export(path):
             sink.write(json.dumps(row, separators=(",", ":")) + "\n")
             count += 1
-    cli.err.print(f"{count} rows -> {output}", highlight=False)
+    cli.err.print(_("{n} rows -> {path}").format(n=count, path=output), highlight=False)
 
 
-@buffer_app.command("purge")
+@buffer_app.command("purge", help=_("Delete undelivered rows for good (the platform will never "
+                                    "get them)."))
 def purge(config: cli.ConfigOption,
           table: Annotated[Literal["samples", "events", "all"],
-                           typer.Option(help="what to delete; events are alarm records")
+                           typer.Option(help=_("what to delete; events are alarm records"))
                            ] = "samples",
           before: Annotated[datetime | None, typer.Option(
-              help="only rows older than this local time, e.g. 2026-11-01T00:00")] = None,
-          yes: Annotated[bool, typer.Option("--yes", help="do not ask")] = False) -> None:
-    """Delete undelivered rows for good (the platform will never get them)."""
+              help=_("only rows older than this local time, e.g. 2026-11-01T00:00"))] = None,
+          yes: Annotated[bool, typer.Option("--yes", help=_("do not ask"))] = False) -> None:
     path = _buffer_path(config)
-    tables = ["samples", "events"] if table == "all" else [table]
-    scope = f"older than {before:%Y-%m-%d %H:%M}" if before else "all"
-    if not yes and not typer.confirm(f"Delete {scope} undelivered {' and '.join(tables)} "
-                                     f"in {path}? The platform will never receive them"):
-        cli.err.print("nothing deleted")
+    scope = _("older than {time}").format(time=f"{before:%Y-%m-%d %H:%M}") if before else _("all")
+    question = _("Delete {scope} undelivered {rows} in {path}? The platform will never receive "
+                 "them").format(scope=scope, rows=_rows(table), path=path)
+    if not yes and not typer.confirm(question):
+        cli.err.print(_("nothing deleted"))
         raise typer.Exit(1)
     before_ms = int(before.timestamp() * 1000) if before else None
     with _sqlite_errors(path), closing(buffer.Buffer(path)) as store:
-        for name in tables:
-            cli.out.print(f"deleted {store.purge(name, before_ms)} {name}", highlight=False)
+        for name in ["samples", "events"] if table == "all" else [table]:
+            cli.out.print(_("deleted {n} {rows}").format(n=store.purge(name, before_ms),
+                                                         rows=_rows(name)), highlight=False)

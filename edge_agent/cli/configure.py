@@ -24,38 +24,45 @@ from tomlkit.exceptions import TOMLKitError
 
 from edge_agent import cli
 from edge_agent.config import LoadedConfig, Mqtt, load_config, migrate, replace_config
+from edge_agent.i18n import _
 from edge_agent.validation import FileError
 
-config_app = typer.Typer(no_args_is_help=True, help="Check, show, compare, edit, migrate and "
-                                                      "apply site configs.")
-ConfigArg = Annotated[Path, typer.Argument(help="site config (TOML)")]
+config_app = typer.Typer(no_args_is_help=True, help=_("Check, show, compare, edit, migrate "
+                                                        "and apply site configs."))
+ConfigArg = Annotated[Path, typer.Argument(help=_("site config (TOML)"))]
 
 
 def _notes(loaded: LoadedConfig) -> None:
     if loaded.notes:
-        cli.err.print(f"[yellow]{loaded.path} is in an older format; upgraded in memory:[/]")
+        older = _("{path} is in an older format; upgraded in memory:").format(path=loaded.path)
+        cli.err.print(f"[yellow]{older}[/]")
         for note in loaded.notes:
             cli.err.print(f"  [yellow]-[/] {escape(note)}", highlight=False)
-        cli.err.print(f"write it with: edge-agent config migrate {loaded.path}")
+        cli.err.print(_("write it with: {command}").format(
+            command=f"edge-agent config migrate {loaded.path}"))
 
 
-@config_app.command("validate")
+@config_app.command("validate", help=_("Check a site config with the daemon's own loader; list "
+                                       "every problem."))
 def validate(path: ConfigArg) -> None:
-    """Check a site config with the daemon's own loader; list every problem."""
     loaded = cli.load_or_exit(path)
     _notes(loaded)
     site = loaded.site
+    warning = "[yellow]" + _("warning:") + "[/] "
     if site.mqtt.tls == "off":
-        cli.err.print(f"[yellow]warning:[/] mqtt.tls is off: data, commands and the password "
-                      f"travel unencrypted to {escape(_brokers(site.mqtt))}", highlight=False)
+        cli.err.print(warning + _("mqtt.tls is off: data, commands and the password travel "
+                                  "unencrypted to {brokers}").format(
+                                      brokers=escape(_brokers(site.mqtt))), highlight=False)
     if path.stat().st_mode & 0o004:
-        cli.err.print(f"[yellow]warning:[/] {path} can be read by every user; run chmod o-rwx "
-                      "on it (install sets 0640)", highlight=False)
+        cli.err.print(warning + _("{path} can be read by every user; run chmod o-rwx on it "
+                                  "(install sets 0640)").format(path=path), highlight=False)
     rules = loaded.channels()
-    cli.out.print(f"[green]OK[/] {path}: gateway {site.gateway_id}, site {site.site_id}, "
-                  f"{len(site.buses)} bus(es), {len(site.devices)} device(s), {len(rules)} "
-                  f"channels, {sum(len(r.limits) for r in rules)} alarm limits, config hash "
-                  f"{loaded.hash[:12]}", highlight=False)
+    summary = _("{path}: gateway {gateway}, site {site}, {buses} bus(es), {devices} device(s), "
+                "{channels} channels, {limits} alarm limits, config hash {hash}").format(
+                    path=path, gateway=site.gateway_id, site=site.site_id, buses=len(site.buses),
+                    devices=len(site.devices), channels=len(rules),
+                    limits=sum(len(r.limits) for r in rules), hash=loaded.hash[:12])
+    cli.out.print("[green]" + _("OK") + f"[/] {summary}", highlight=False)
 
 
 def _effective(loaded: LoadedConfig) -> dict[str, Any]:
@@ -73,31 +80,33 @@ def _setpoint(limit: dict[str, Any]) -> str:
     return f"L{limit['level']} {side} {limit[side]}"
 
 
-@config_app.command("show")
+@config_app.command("show", help=_("The config as the agent runs it, defaults filled in: the "
+                                   "limits in force first."))
 def show(config: cli.ConfigOption, as_json: cli.JsonOption = False) -> None:
-    """The config as the agent runs it, defaults filled in: the limits in force first."""
     loaded = cli.load_or_exit(config)
     if as_json:
         cli.out.print_json(data=_effective(loaded))
         return
     site = loaded.site
-    table = Table(title=f"{site.gateway_id} at {site.site_id}: limits in force",
-                  title_justify="left")
-    for column in ("channel", "unit", "limits", "from"):
+    table = Table(title=_("{gateway} at {site}: limits in force").format(
+        gateway=site.gateway_id, site=site.site_id), title_justify="left")
+    for column in (_("channel"), _("unit"), _("limits"), _("from")):
         table.add_column(column)
     for rules in loaded.channels():
         own = rules.device.channels.get(rules.point.name)
-        source = "config" if own and own.limits is not None else "defaults"
+        source = _("config") if own and own.limits is not None else _("defaults")
         limits = ", ".join(_setpoint(x.model_dump(mode="json")) for x in rules.limits) or "-"
         table.add_row(escape(rules.channel), escape(rules.point.unit), escape(limits), source)
     cli.out.print(table)
     for bus in site.buses:
         devices = ", ".join(d.name for d in site.devices if d.bus == bus.name)
-        cli.out.print(f"bus {bus.name} ({bus.type}): {devices}", highlight=False)
+        cli.out.print(_("bus {name} ({type}): {devices}").format(
+            name=bus.name, type=bus.type, devices=devices), highlight=False)
     mqtt = site.mqtt
-    cli.out.print(f"uplink {_brokers(mqtt)}, TLS {mqtt.tls}, MQTT "
-                  f"{mqtt.protocol}; buffer {site.buffer.path}; config hash "
-                  f"{loaded.hash[:12]}", highlight=False)
+    cli.out.print(_("uplink {brokers}, TLS {tls}, MQTT {protocol}; buffer {buffer}; config hash "
+                    "{hash}").format(brokers=_brokers(mqtt), tls=mqtt.tls, protocol=mqtt.protocol,
+                                     buffer=site.buffer.path, hash=loaded.hash[:12]),
+                  highlight=False)
 
 
 def _changes(old: Any, new: Any, where: str = "") -> list[tuple[str, Any, Any]]:
@@ -113,23 +122,24 @@ def _changes(old: Any, new: Any, where: str = "") -> list[tuple[str, Any, Any]]:
     return [] if old == new else [(where, old, new)]
 
 
-@config_app.command("diff")
-def diff(new: Annotated[Path, typer.Argument(help="the proposed config")], config: cli.ConfigOption,
-         as_json: cli.JsonOption = False) -> None:
-    """What would change if the agent ran NEW instead of --config (defaults included)."""
+@config_app.command("diff", help=_("What would change if the agent ran NEW instead of --config "
+                                   "(defaults included)."))
+def diff(new: Annotated[Path, typer.Argument(help=_("the proposed config"))],
+         config: cli.ConfigOption, as_json: cli.JsonOption = False) -> None:
     current, proposed = cli.load_or_exit(config), cli.load_or_exit(new)
     changes = _changes(_effective(current), _effective(proposed))
     if as_json:
         cli.out.print_json(data=[{"key": k, "from": a, "to": b} for k, a, b in changes])
         return
     if not changes:
-        cli.out.print(f"[green]no change[/]: {new} is the same config as {config}")
+        cli.out.print("[green]" + _("no change") + "[/]: "
+                      + _("{new} is the same config as {config}").format(new=new, config=config))
         return
     for key, before, after in changes:
         cli.out.print(f"{escape(key)}: [red]{escape(json.dumps(before))}[/] -> "
                       f"[green]{escape(json.dumps(after))}[/]", highlight=False)
-    cli.out.print(f"{len(changes)} change(s); config hash {current.hash[:12]} -> "
-                  f"{proposed.hash[:12]}", highlight=False)
+    cli.out.print(_("{n} change(s); config hash {old} -> {new}").format(
+        n=len(changes), old=current.hash[:12], new=proposed.hash[:12]), highlight=False)
 
 
 def _value(text: str) -> Any:
@@ -154,21 +164,24 @@ def _locate(document: Any, key: str) -> tuple[Any, str]:
             if not found:
                 names = [str(item.get("name")) for item in node]
                 close = difflib.get_close_matches(part, names, n=1)
-                hint = f'; did you mean "{close[0]}"?' if close else ""
-                raise KeyError(f"no item named {part!r} in {'.'.join(parents[:i])}{hint} "
-                               f"(names: {', '.join(names)})")
+                hint = "; " + _('did you mean "{name}"?').format(name=close[0]) if close else ""
+                raise KeyError(_("no item named {name} in {key}{hint} (names: {names})").format(
+                    name=repr(part), key=".".join(parents[:i]), hint=hint,
+                    names=", ".join(names)))
             node = found[0]
         elif isinstance(node, dict):
             if part not in node:
                 # Adding tables inside [[arrays]] is where tomlkit can write invalid TOML;
                 # a technician adds a table with an editor, and validates.
-                raise KeyError(f"there is no table {'.'.join(parents[:i + 1])} yet; add it "
-                               "with an editor, then run edge-agent config validate")
+                raise KeyError(_("there is no table {key} yet; add it with an editor, then run "
+                                 "edge-agent config validate").format(
+                                     key=".".join(parents[:i + 1])))
             node = node[part]
         else:
-            raise KeyError(f"{'.'.join(parents[:i + 1])} is a value, not a table")
+            raise KeyError(_("{key} is a value, not a table").format(
+                key=".".join(parents[:i + 1])))
     if isinstance(node, list):
-        raise KeyError(f"{key} names a list; name one of its items")
+        raise KeyError(_("{key} names a list; name one of its items").format(key=key))
     return node, last
 
 
@@ -182,8 +195,9 @@ def _checked_text(path: Path, text: str) -> LoadedConfig:
         return load_config(tmp)
     except FileError as exc:
         problems = [p.replace(tmp, str(path)) for p in exc.problems]
-        cli.err.print(f"[bold red]the change would make {path} invalid; nothing was "
-                      f"written:[/]")
+        invalid = _("the change would make {path} invalid; nothing was written:").format(
+            path=path)
+        cli.err.print(f"[bold red]{invalid}[/]")
         for problem in problems:
             cli.err.print(f"  [red]-[/] {escape(problem)}", highlight=False)
         raise typer.Exit(1) from None
@@ -196,73 +210,82 @@ def _document(path: Path) -> tomlkit.TOMLDocument:
     try:
         return tomlkit.parse(path.read_text(encoding="utf-8"))
     except TOMLKitError as exc:
-        cli.fail(f"{path}: {exc}", "fix the TOML syntax first (edge-agent config validate)")
+        cli.fail(f"{path}: {exc}", _("fix the TOML syntax first (edge-agent config validate)"))
 
 
-@config_app.command("set")
-def set_(key: Annotated[str, typer.Argument(help="dotted key: mqtt.host, "
-                                             "devices.gas1.poll_interval_s, ...")],
-         value: Annotated[str, typer.Argument(help="a TOML value: 2.5, true, \"text\", "
-                                              "[1, 2]")],
+@config_app.command("set", help=_("Change one key; the new file is validated, then written "
+                                  "atomically (backup kept)."))
+def set_(key: Annotated[str, typer.Argument(help=_("dotted key: mqtt.host, "
+                                               "devices.gas1.poll_interval_s, ..."))],
+         value: Annotated[str, typer.Argument(help=_("a TOML value: 2.5, true, \"text\", "
+                                                 "[1, 2]"))],
          config: cli.ConfigOption) -> None:
-    """Change one key; the new file is validated, then written atomically (backup kept)."""
     document = _document(config)
     try:
         table, last = _locate(document, key)
         old = table.get(last)
         table[last] = _value(value)
     except KeyError as exc:
-        cli.fail(f"{key}: {exc.args[0]}", "keys are dotted, with array items by name: "
-                 "devices.gas1.poll_interval_s, buses.field.timeout_ms, mqtt.host")
+        cli.fail(f"{key}: {exc.args[0]}", _("keys are dotted, with array items by name: "
+                                            "devices.gas1.poll_interval_s, "
+                                            "buses.field.timeout_ms, mqtt.host"))
     text = tomlkit.dumps(document)
     loaded = _checked_text(config, text)
     backup = replace_config(config, text)
-    cli.out.print(f"[green]set[/] {escape(key)}: {escape(json.dumps(_plain(old)))} -> "
-                  f"{escape(json.dumps(_plain(table[last])))} in {config} (config hash "
-                  f"{loaded.hash[:12]}; the old file is {backup.name})", highlight=False)
-    cli.out.print("a running agent keeps its config until you run `edge-agent config apply "
-                  f"{config} -c {config}` or restart it", highlight=False)
+    done = _("{key}: {old} -> {new} in {config} (config hash {hash}; the old file is "
+             "{backup})").format(key=escape(key), old=escape(json.dumps(_plain(old))),
+                                 new=escape(json.dumps(_plain(table[last]))), config=config,
+                                 hash=loaded.hash[:12], backup=backup.name)
+    cli.out.print("[green]" + _("set") + f"[/] {done}", highlight=False)
+    cli.out.print(_("a running agent keeps its config until you run `{command}` or restart it"
+                    ).format(command=f"edge-agent config apply {config} -c {config}"),
+                  highlight=False)
 
 
 def _plain(value: Any) -> Any:
     return value.unwrap() if hasattr(value, "unwrap") else value
 
 
-@config_app.command("migrate")
+@config_app.command("migrate", help=_("Rewrite an older config in the current format, comments "
+                                      "kept (backup kept)."))
 def migrate_file(path: ConfigArg) -> None:
-    """Rewrite an older config in the current format, comments kept (backup kept)."""
     document = _document(path)
     notes = migrate(document, path)
     if not notes:
-        cli.out.print(f"[green]{path} is already in the current format[/]")
+        current = _("{path} is already in the current format").format(path=path)
+        cli.out.print(f"[green]{current}[/]")
         return
     text = tomlkit.dumps(document)
     _checked_text(path, text)
     backup = replace_config(path, text)
     for note in notes:
         cli.out.print(f"  - {escape(note)}", highlight=False)
-    cli.out.print(f"[green]migrated[/] {path} (the old file is {backup.name})")
+    cli.out.print("[green]" + _("migrated") + "[/] "
+                  + _("{path} (the old file is {backup})").format(path=path, backup=backup.name))
 
 
-@config_app.command("apply")
-def apply(new: Annotated[Path, typer.Argument(help="the config to run")],
+@config_app.command("apply", help=_("Switch the running agent to NEW; it rolls back if its "
+                                    "devices stop answering."))
+def apply(new: Annotated[Path, typer.Argument(help=_("the config to run"))],
           config: cli.ConfigOption) -> None:
-    """Switch the running agent to NEW; it rolls back if its devices stop answering."""
     from edge_agent.cli.status import ask
 
     proposed = cli.load_or_exit(new)  # a clear list of problems before the agent is asked
-    with cli.err.status("the agent switches and watches its devices answer ..."):
+    with cli.err.status(_("the agent switches and watches its devices answer ...")):
         result = ask(config, "set-config", toml=proposed.path.read_text(encoding="utf-8"),
                      timeout_s=90)
     if not result["applied"]:
-        cli.out.print(f"[green]no change[/]: {result['message']}")
+        cli.out.print("[green]" + _("no change") + f"[/]: {result['message']}")
         return
-    cli.out.print(f"[green]applied[/]: config hash {result['previous_hash'][:12]} -> "
-                  f"{result['config_hash'][:12]}; the agent wrote it to {config}, the old one "
-                  f"is {Path(result['previous_saved_as']).name}", highlight=False)
+    applied = _("config hash {old} -> {new}; the agent wrote it to {config}, the old one is "
+                "{backup}").format(old=result["previous_hash"][:12],
+                                   new=result["config_hash"][:12], config=config,
+                                   backup=Path(result["previous_saved_as"]).name)
+    cli.out.print("[green]" + _("applied") + f"[/]: {applied}", highlight=False)
     if result["not_answering"]:
-        cli.out.print(f"[yellow]not answering (nor before): "
-                      f"{', '.join(result['not_answering'])}[/]")
+        silent = _("not answering (nor before): {devices}").format(
+            devices=", ".join(result["not_answering"]))
+        cli.out.print(f"[yellow]{silent}[/]")
 
 
 def _brokers(mqtt: Mqtt) -> str:

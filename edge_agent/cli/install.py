@@ -22,20 +22,22 @@ from rich.markup import escape
 
 from edge_agent import cli
 from edge_agent._shipped import shipped_dir
+from edge_agent.i18n import _
 
 USER = "edge-agent"
 UNIT_EXEC = "/opt/edge-agent/venv/bin/edge-agent"  # where the shipped unit expects us
 
 
 def _run(command: list[str], staged: bool) -> None:
-    cli.out.print(f"{'would run' if staged else 'run'}: {escape(' '.join(command))}",
-                  highlight=False)
+    cli.out.print((_("would run: {command}") if staged else _("run: {command}")).format(
+        command=escape(" ".join(command))), highlight=False)
     if staged:
         return
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:
-        cli.fail(f"{' '.join(command)} failed: {result.stderr.strip()}",
-                 "fix what it says and run edge-agent install again (it can be re-run)")
+        cli.fail(_("{command} failed: {error}").format(command=" ".join(command),
+                                                        error=result.stderr.strip()),
+                 _("fix what it says and run edge-agent install again (it can be re-run)"))
 
 
 def _user_exists() -> bool:
@@ -50,27 +52,28 @@ def _user_exists() -> bool:
 
 def install(
     config: Annotated[Path | None, typer.Option(
-        "--config", "-c", help="site config to install; default: a skeleton to fill in")
+        "--config", "-c", help=_("site config to install; default: a skeleton to fill in"))
                       ] = None,
     root: Annotated[Path | None, typer.Option(
-        help="stage the files under this directory and only print the commands")] = None,
+        help=_("stage the files under this directory and only print the commands"))] = None,
 ) -> None:
-    """Install the systemd service, its user and a config on this gateway (as root)."""
     staged = root is not None
     if not staged and os.geteuid() != 0:
-        cli.fail("installing a service needs root", "run: sudo "
-                 f"{Path(sys.argv[0]).resolve()} install")
+        cli.fail(_("installing a service needs root"), _("run: sudo {program} install").format(
+            program=Path(sys.argv[0]).resolve()))
     if not staged and not shutil.which("systemctl"):
-        cli.fail("systemctl not found: this machine does not run systemd",
-                 "install on a Debian or Raspberry Pi OS gateway, or use --root to stage")
+        cli.fail(_("systemctl not found: this machine does not run systemd"),
+                 _("install on a Debian or Raspberry Pi OS gateway, or use --root to stage"))
     executable = Path(sys.executable).with_name("edge-agent")
     if not executable.exists():
-        cli.fail(f"{executable} not found", "install the agent into a virtualenv (pip install "
-                 "edge-agent) and run that virtualenv's edge-agent install")
+        cli.fail(_("{path} not found").format(path=executable),
+                 _("install the agent into a virtualenv (pip install edge-agent) and run that "
+                   "virtualenv's edge-agent install"))
     if executable.resolve().is_relative_to("/home") or str(executable).startswith("/root"):
-        cli.fail(f"the agent is installed under {executable.parent}, which the service cannot "
-                 "see (ProtectHome=yes)", "install it under /opt: python3 -m venv "
-                 "/opt/edge-agent/venv && /opt/edge-agent/venv/bin/pip install edge-agent")
+        cli.fail(_("the agent is installed under {path}, which the service cannot see "
+                   "(ProtectHome=yes)").format(path=executable.parent),
+                 _("install it under /opt: python3 -m venv /opt/edge-agent/venv && "
+                   "/opt/edge-agent/venv/bin/pip install edge-agent"))
     source = config or shipped_dir("config") / "skeleton.toml"
     if config is not None:
         cli.load_or_exit(config)  # a config given here must be valid
@@ -78,31 +81,33 @@ def install(
     etc, unit_dir = base / "etc" / "edge-agent", base / "etc" / "systemd" / "system"
 
     if not staged and _user_exists():
-        cli.out.print(f"user {USER} exists")
+        cli.out.print(_("user {user} exists").format(user=USER))
     else:
         _run(["useradd", "--system", "--home-dir", "/var/lib/edge-agent", "--shell",
               "/usr/sbin/nologin", "--groups", "dialout", "--user-group", USER], staged)
     etc.mkdir(parents=True, exist_ok=True)
     target = etc / "site.toml"
     if target.exists():
-        cli.out.print(f"[yellow]kept[/] the existing {target}")
+        cli.out.print(_("{kept} the existing {path}").format(kept="[yellow]" + _("kept") + "[/]",
+                                                             path=target))
     else:
         shutil.copyfile(source, target)
         target.chmod(0o640)
-        cli.out.print(f"wrote {target} (from {source.name})")
+        cli.out.print(_("wrote {path} (from {source})").format(path=target, source=source.name))
     etc.chmod(0o770)  # group-writable: a config pushed with set-config replaces site.toml
     _run(["chown", "-R", f"root:{USER}", str(etc)], staged)
 
     unit = (shipped_dir("systemd") / "edge-agent.service").read_text()
     unit_dir.mkdir(parents=True, exist_ok=True)
     (unit_dir / "edge-agent.service").write_text(unit.replace(UNIT_EXEC, str(executable)))
-    cli.out.print(f"wrote {unit_dir / 'edge-agent.service'} (ExecStart {executable})")
+    cli.out.print(_("wrote {path} (ExecStart {command})").format(
+        path=unit_dir / "edge-agent.service", command=executable))
     _run(["systemctl", "daemon-reload"], staged)
     _run(["systemctl", "enable", "edge-agent"], staged)
     cli.out.print(
-        "\n[bold]next:[/]\n"
-        f"  1. edit {target}: gateway_id, site_id, the bus, the devices, \\[mqtt]\n"
-        f"  2. sudo -u {USER} {executable} config validate {target}\n"
+        "\n[bold]" + _("next:") + "[/]\n  1. " + escape(_(
+            "edit {path}: gateway_id, site_id, the bus, the devices, [mqtt]").format(path=target))
+        + f"\n  2. sudo -u {USER} {executable} config validate {target}\n"
         f"  3. sudo -u {USER} {executable} devices scan -c {target} --bus field\n"
         "  4. sudo systemctl start edge-agent\n"
         f"  5. sudo -u {USER} {executable} status -c {target}", highlight=False)

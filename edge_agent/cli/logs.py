@@ -20,6 +20,7 @@ import typer
 from rich.markup import escape
 
 from edge_agent import cli
+from edge_agent.i18n import _
 
 STYLE = {"error": "bold red", "critical": "bold red", "warning": "yellow", "debug": "dim"}
 
@@ -46,8 +47,8 @@ def _file_lines(path: Path, lines: int, follow: bool) -> Iterator[str]:
     try:
         handle = path.open(encoding="utf-8", errors="replace")
     except OSError as exc:
-        cli.fail(f"cannot read {path}: {exc.strerror}", "give the agent's log file with "
-                 "--file, or leave it out to read the journal")
+        cli.fail(_("cannot read {path}: {error}").format(path=path, error=exc.strerror),
+                 _("give the agent's log file with --file, or leave it out to read the journal"))
     with handle:
         yield from collections.deque((line.rstrip("\n") for line in handle), maxlen=lines)
         while follow:
@@ -61,8 +62,8 @@ def _file_lines(path: Path, lines: int, follow: bool) -> Iterator[str]:
 def _journal_lines(unit: str, lines: int, follow: bool) -> Iterator[str]:
     journalctl = shutil.which("journalctl")
     if journalctl is None:
-        cli.fail("journalctl not found: no systemd journal on this machine",
-                 "give the agent's log file with --file PATH")
+        cli.fail(_("journalctl not found: no systemd journal on this machine"),
+                 _("give the agent's log file with --file PATH"))
     command = [journalctl, "-u", unit, "-n", str(lines), "-o", "cat", "--no-pager"]
     with subprocess.Popen([*command, *(["-f"] if follow else [])], stdout=subprocess.PIPE,
                           text=True, errors="replace") as journal:
@@ -72,8 +73,9 @@ def _journal_lines(unit: str, lines: int, follow: bool) -> Iterator[str]:
         finally:
             journal.terminate()
     if journal.returncode not in (0, -15):
-        cli.fail(f"journalctl exited with {journal.returncode}", "run it yourself: "
-                 f"{' '.join(command)} (the user may need to be in the systemd-journal group)")
+        cli.fail(_("journalctl exited with {code}").format(code=journal.returncode),
+                 _("run it yourself: {command} (the user may need to be in the systemd-journal "
+                   "group)").format(command=" ".join(command)))
 
 
 def _show(lines: Iterable[str]) -> None:
@@ -82,15 +84,14 @@ def _show(lines: Iterable[str]) -> None:
 
 
 def logs(
-    follow: Annotated[bool, typer.Option("--follow", "-f", help="keep printing new lines")
+    follow: Annotated[bool, typer.Option("--follow", "-f", help=_("keep printing new lines"))
                       ] = False,
-    lines: Annotated[int, typer.Option("--lines", "-n", min=1, help="how many of the last "
-                                       "lines")] = 50,
-    file: Annotated[Path | None, typer.Option(help="a log file instead of the journal")
+    lines: Annotated[int, typer.Option("--lines", "-n", min=1, help=_(
+        "how many of the last lines"))] = 50,
+    file: Annotated[Path | None, typer.Option(help=_("a log file instead of the journal"))
                     ] = None,
-    unit: Annotated[str, typer.Option(help="the systemd unit")] = "edge-agent",
+    unit: Annotated[str, typer.Option(help=_("the systemd unit"))] = "edge-agent",
 ) -> None:
-    """The agent's log, readable: from the journal of the service, or from --file."""
     source = _file_lines(file, lines, follow) if file else _journal_lines(unit, lines, follow)
     try:
         _show(source)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -9,10 +10,11 @@ from pathlib import Path
 from tests.support import REPO
 
 
-def edge_agent(*args: str, timeout: float = 60,
-               stdin: str = "") -> subprocess.CompletedProcess[str]:
+def edge_agent(*args: str, timeout: float = 60, stdin: str = "",
+               lang: str = "C.UTF-8") -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "LANGUAGE": "", "LC_ALL": "", "LC_MESSAGES": "", "LANG": lang}
     return subprocess.run([sys.executable, "-m", "edge_agent", *args], cwd=REPO, input=stdin,
-                          capture_output=True, text=True, timeout=timeout, check=False)
+                          capture_output=True, text=True, timeout=timeout, check=False, env=env)
 
 
 def test_cli_validate_ok_prints_one_summary_line() -> None:

@@ -51,6 +51,21 @@ def test_status_once_is_a_readable_table(running: AgentProcess, site_config: Pat
     assert "unacknowledged" in result.stdout
 
 
+def test_status_and_alarms_speak_chinese_under_a_chinese_locale(
+        running: AgentProcess, site_config: Path) -> None:
+    result = edge_agent("status", "-c", str(site_config), "--once", lang="zh_CN.UTF-8")
+    assert 0 == result.returncode, result.stderr
+    row = next(line for line in result.stdout.splitlines() if "gas1.co " in line)
+    assert ["gas1.co", "30", "ppm", "正常", "一级报警"] == row.replace("│", " ").split()[:5]
+    assert "通道" in result.stdout
+    assert "未确认" in result.stdout
+    listed = edge_agent("alarms", "list", "-c", str(site_config), lang="zh_CN.UTF-8")
+    assert "未确认" in listed.stdout
+    assert "unacknowledged" not in listed.stdout
+    helped = edge_agent("alarms", "ack", "--help", lang="zh_CN.UTF-8")
+    assert "确认" in helped.stdout
+
+
 def test_alarms_ack_by_id_prefix_reaches_the_platform(
         running: AgentProcess, site_config: Path, platform: PlatformSubscriber) -> None:
     listed = json.loads(edge_agent("alarms", "list", "-c", str(site_config), "--json").stdout)
