@@ -889,10 +889,7 @@ class Agent:
         site = self.loaded.site
         in_spaces = {d.device for s in site.spaces for d in s.detectors}
         return {**await self._status(commands.Args()),
-                "entry": [{**e, "record_interval_h": self.spaces.spaces[e["space"]]
-                           .record_interval_h, "test_valid_min": self.spaces.spaces[
-                               e["space"]].test_valid_min}
-                          for e in (await self._entry_status(commands.Args()))["spaces"]],
+                "entry": (await self._entry_status(commands.Args()))["spaces"],
                 "groups": [{"space": s.name, "devices": [d.device for d in s.detectors]}
                            for s in site.spaces] + [
                     {"device": d.name, "devices": [d.name]} for d in site.devices

@@ -169,12 +169,13 @@ class WebView:
             return _error(429, "rate_limited", "too many attempts; wait a minute")
         try:
             fields = await request.json()
-            name, code, by = fields.pop("action"), fields.pop("pin"), fields.pop("by")
-            valid = (name in ACTIONS and isinstance(code, str) and isinstance(by, str)
-                     and 0 < len(by.strip()) <= 48)
-        except (ValueError, KeyError, AttributeError):
-            valid = False
-        if not valid:
+        except ValueError:
+            fields = None
+        if not isinstance(fields, dict):
+            fields = {}
+        name, code, by = fields.pop("action", None), fields.pop("pin", None), fields.pop("by", None)
+        if not (name in ACTIONS and isinstance(code, str) and isinstance(by, str)
+                and 0 < len(by.strip()) <= 48):
             return _error(400, "bad_request", f"send JSON with action (one of "
                           f"{', '.join(ACTIONS)}), pin and by (your name, up to 48 characters)")
         if not await asyncio.to_thread(pin.verify, code, self.settings.pin_hash):

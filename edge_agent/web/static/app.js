@@ -103,11 +103,12 @@ function channelState(c) {
   return { cls: "normal", text: _("Normal") };
 }
 
-function tile(c) {
+function tile(c, withDevice) {
   const state = channelState(c);
+  const [device, ...value] = c.ch.split(".");
   return el("a", { class: `tile ${state.cls}`, href: `#trend/${encodeURIComponent(c.ch)}`,
                    "data-channel": c.ch },
-    el("div", { class: "name" }, c.ch.split(".").slice(1).join(".")),
+    el("div", { class: "name" }, withDevice ? `${device} · ${value.join(".")}` : value.join(".")),
     el("div", {}, el("span", { class: "value" }, number(c.v)), el("span", { class: "unit" }, c.u)),
     el("div", { class: "state" }, state.text,
        c.q !== "good" ? ` · ${QUALITY[c.q] || c.q}` : ""));
@@ -120,7 +121,7 @@ function siteView() {
     const title = g.space ? fmt(_("Confined space {name}"), { name: g.space })
                           : fmt(_("Zone {name}"), { name: g.device });
     return el("section", { "data-group": g.space || g.device }, el("h2", {}, title),
-              el("div", { class: "tiles" }, channels.map(tile)));
+              el("div", { class: "tiles" }, channels.map((c) => tile(c, g.devices.length > 1))));
   });
 }
 

@@ -1,0 +1,82 @@
+"""The web view's guard on actions, on its own: a real server on loopback, a stand-in
+for the agent's command path that records what reaches it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import aiohttp
+
+from edge_agent.config import Web
+from edge_agent.demo.broker import free_port
+from edge_agent.web.pin import hash_pin
+from edge_agent.web.server import WebView
+
+PIN = "4711"
+
+
+async def serve_and_post(settings: Web, bodies: list[Any], headers: dict[str, str] | None = None
+                         ) -> tuple[list[tuple[int, dict[str, Any]]], list[tuple[str, bytes]]]:
+    """Post each body to /api/action; the replies and the commands that reached the agent."""
+    reached: list[tuple[str, bytes]] = []
+
+    async def command(name: str, payload: bytes) -> dict[str, Any]:
+        reached.append((name, payload))
+        return {"command": name, "ok": True, "result": {}}
+
+    async def nothing(*_: Any) -> Any:
+        return {}
+
+    view = WebView(settings, nothing, nothing, command)
+    await view.start()
+    replies = []
+    try:
+        async with aiohttp.ClientSession() as session:
+            for body in bodies:
+                async with session.post(f"http://127.0.0.1:{settings.port}/api/action",
+                                        data=json.dumps(body), headers=headers) as r:
+                    replies.append((r.status, await r.json()))
+    finally:
+        await view.close()
+    return replies, reached
+
+
+def ack(pin: str | None = PIN, **extra: Any) -> dict[str, Any]:
+    body = {"action": "ack-alarm", "by": "Wang Fang", "key": "gas1.co:above:1", **extra}
+    return body if pin is None else {**body, "pin": pin}
+
+
+def test_without_a_pin_in_the_config_no_action_is_possible() -> None:
+    replies, reached = asyncio.run(serve_and_post(Web(enabled=True, port=free_port()),
+                                                  [ack(), ack("0000")]))
+    assert [(403, "refused")] * 2 == [(s, b["error"]["code"]) for s, b in replies]
+    assert [] == reached
+
+
+def test_only_the_right_pin_and_the_four_actions_reach_the_agent() -> None:
+    settings = Web(enabled=True, port=free_port(), pin_hash=hash_pin(PIN))
+    replies, reached = asyncio.run(serve_and_post(settings, [  # 5 tries, the limit
+        ack(None), ack("0000"), {**ack(), "action": "set-config", "toml": "x"}, [1, 2],
+        ack()]))
+    assert [400, 401, 400, 400, 200] == [s for s, _ in replies]
+    assert 1 == len(reached)
+    name, payload = reached[0]
+    assert ("ack-alarm", {"key": "gas1.co:above:1", "by": "Wang Fang (web)"}) == (
+        name, json.loads(payload))  # the PIN never goes further
+
+
+def test_tries_are_limited_per_address() -> None:
+    settings = Web(enabled=True, port=free_port(), pin_hash=hash_pin(PIN))
+    replies, reached = asyncio.run(serve_and_post(settings, [ack("0000")] * 5 + [ack()]))
+    assert [401] * 5 + [429] == [s for s, _ in replies]  # even the right PIN, once over
+    assert [] == reached
+
+
+def test_an_action_from_another_origin_is_refused() -> None:
+    settings = Web(enabled=True, port=free_port(), pin_hash=hash_pin(PIN))
+    replies, reached = asyncio.run(serve_and_post(
+        settings, [ack()], headers={"Origin": "http://elsewhere.example"}))
+    assert [403] == [s for s, _ in replies]
+    assert [] == reached
