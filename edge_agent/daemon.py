@@ -295,7 +295,8 @@ class Agent:
             return None
         from edge_agent.web.server import WebView  # aiohttp is imported only when it is on
 
-        view = WebView(settings, self._web_snapshot, self._web_trend, self._local_command)
+        view = WebView(settings, self.loaded.site.language, self._web_snapshot, self._web_trend,
+                       self._local_command)
         try:
             await view.start()
         except OSError as exc:  # a convenience, never a reason to stop protecting people

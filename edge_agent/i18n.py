@@ -69,11 +69,23 @@ def choose(*wanted: str | None) -> str:
     return "en"
 
 
-def from_environment() -> str:
-    """The CLI's language, as gettext finds it: LANGUAGE, LC_ALL, LC_MESSAGES, LANG."""
-    return choose(*(os.environ.get(v) for v in ("LANGUAGE", "LC_ALL", "LC_MESSAGES", "LANG")))
+_chosen: str | None = None  # by the site config, over the environment
+
+
+def use(lang: str | None) -> None:
+    """Speak ``lang`` from now on (a site config's ``language``); None: the environment's."""
+    global _chosen
+    _chosen = lang
+
+
+def current() -> str:
+    """The CLI's language: the site config's, else as gettext finds it in the environment
+    (LANGUAGE, LC_ALL, LC_MESSAGES, LANG).
+    """
+    return _chosen or choose(*(os.environ.get(v)
+                               for v in ("LANGUAGE", "LC_ALL", "LC_MESSAGES", "LANG")))
 
 
 def _(message: str) -> str:
-    """``message`` in the language of this process's environment."""
-    return translations(from_environment()).gettext(message)
+    """``message`` in the current language."""
+    return translations(current()).gettext(message)

@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from edge_agent import __version__
+from edge_agent import __version__, i18n
 from edge_agent.buffer import BufferUnavailable
 from edge_agent.config import FileError, LoadedConfig, load_config
 from edge_agent.errors import StartupError
@@ -37,8 +37,9 @@ def fail(what: str, next_step: str) -> NoReturn:
 
 
 def load_or_exit(path: Path) -> LoadedConfig:
+    """The config, or exit with its problems; from here on the CLI speaks its language."""
     try:
-        return load_config(path)
+        loaded = load_config(path)
     except FileError as exc:
         n = len(exc.problems)
         err.print("[bold red]" + (_("{path}: invalid config, {n} problem:") if n == 1 else _(
@@ -46,6 +47,8 @@ def load_or_exit(path: Path) -> LoadedConfig:
         for problem in exc.problems:
             err.print(f"  [red]-[/] {escape(problem)}", highlight=False)
         raise typer.Exit(1) from None
+    i18n.use(loaded.site.language)
+    return loaded
 
 
 @app.command(help=_("Run the agent until SIGTERM or Ctrl-C."))

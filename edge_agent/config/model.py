@@ -467,8 +467,6 @@ class Web(BaseModel):
     port: int = Field(8080, ge=1, le=65535)
     pin_hash: PinHash | None = Field(None, description="the technicians' PIN as `edge-agent "
                                      "web hash-pin` prints it; none: no actions")
-    language: Literal["zh_CN", "en"] | None = Field(None, description="the page's language; "
-                                                     "default: the browser's")
     max_clients: int = Field(8, ge=1, le=64, description="live pages at once")
     cert_file: ConfigPath | None = Field(None, description="HTTPS: the certificate chain")
     key_file: ConfigPath | None = None
@@ -655,6 +653,9 @@ class SiteConfig(BaseModel):
     schema_version: int = Field(1, ge=1, description="the config format's version")
     gateway_id: TopicId
     site_id: TopicId
+    language: Literal["zh_CN", "en"] | None = Field(None, description="of the web view and of "
+                                                     "the CLI with this config; default: the "
+                                                     "browser's and LANG")
     profiles_dir: ConfigPath | None = Field(None, description="default: the shipped drivers/")
     alarm_defaults: AlarmDefaults = AlarmDefaults()
     alarm_management: AlarmManagement = AlarmManagement()

@@ -49,9 +49,9 @@ def _error(status: int, code: str, message: str) -> web.Response:
 class WebView:
     """Serves the page on ``settings.bind``:``settings.port`` until ``close``."""
 
-    def __init__(self, settings: Web, snapshot: Snapshot, trend: TrendOf,
+    def __init__(self, settings: Web, language: str | None, snapshot: Snapshot, trend: TrendOf,
                  command: Command) -> None:
-        self.settings = settings
+        self.settings, self.language = settings, language
         self._snapshot, self._trend, self._command = snapshot, trend, command
         self._clients: set[asyncio.Queue[bytes | None]] = set()
         self._pump: asyncio.Task[None] | None = None
@@ -98,7 +98,7 @@ class WebView:
         return web.FileResponse(STATIC / "index.html")
 
     async def _i18n(self, request: web.Request) -> web.Response:
-        lang = i18n.choose(request.query.get("lang"), self.settings.language,
+        lang = i18n.choose(request.query.get("lang"), self.language,
                            request.headers.get("Accept-Language"))
         return web.json_response({"lang": lang, "languages": i18n.LANGUAGES,
                                   "messages": i18n.messages(lang)})

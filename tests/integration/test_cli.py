@@ -27,6 +27,18 @@ def test_cli_validate_ok_prints_one_summary_line() -> None:
                                "18 alarm limits, config hash ")
 
 
+def test_the_cli_speaks_the_language_of_the_locale_or_of_the_config(tmp_path: Path) -> None:
+    result = edge_agent("config", "validate", "config/confined_space.toml", lang="zh_CN.UTF-8")
+    assert result.stdout.startswith("通过 config/confined_space.toml：网关 gw-cs-0001")
+    site = tmp_path / "site.toml"  # the site's language goes over an English locale
+    site.write_text('language = "zh_CN"\n' + (REPO / "config" / "confined_space.toml")
+                    .read_text())
+    site.chmod(0o640)
+    result = edge_agent("config", "validate", str(site), lang="en_GB.UTF-8")
+    assert 0 == result.returncode, result.stderr
+    assert result.stdout.startswith(f"通过 {site}：网关 gw-cs-0001")
+
+
 def test_cli_validate_lists_every_problem_and_exits_1() -> None:
     """The issue's case: a typo'd key, a wrong type and a missing profile, all at once."""
     case = "tests/cases/typo_type_and_missing_profile/site.toml"

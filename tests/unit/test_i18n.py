@@ -40,6 +40,11 @@ def test_the_language_follows_the_config_or_the_locale(monkeypatch) -> None:
     monkeypatch.setenv("LANGUAGE", "")
     monkeypatch.setenv("LC_ALL", "")
     monkeypatch.setenv("LANG", "zh_CN.UTF-8")
-    assert ("zh_CN", "二级报警") == (i18n.from_environment(), i18n._("Level 2 alarm"))
+    assert ("zh_CN", "二级报警") == (i18n.current(), i18n._("Level 2 alarm"))
     monkeypatch.setenv("LANG", "C.UTF-8")
     assert "Level 2 alarm" == i18n._("Level 2 alarm")
+    i18n.use("zh_CN")  # a site config's language goes over the environment's
+    try:
+        assert "二级报警" == i18n._("Level 2 alarm")
+    finally:
+        i18n.use(None)

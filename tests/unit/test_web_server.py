@@ -29,7 +29,7 @@ async def serve_and_post(settings: Web, bodies: list[Any], headers: dict[str, st
     async def nothing(*_: Any) -> Any:
         return {}
 
-    view = WebView(settings, nothing, nothing, command)
+    view = WebView(settings, None, nothing, nothing, command)
     await view.start()
     replies = []
     try:
