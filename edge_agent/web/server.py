@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import json
 import ssl
 from collections.abc import Awaitable, Callable
@@ -81,6 +82,10 @@ class WebView:
                           ssl_context=tls).start()
         log.info("web_view_listening", bind=self.settings.bind, port=self.settings.port,
                  https=tls is not None, actions=self.settings.pin_hash is not None)
+        if tls is None and not _loopback(self.settings.bind):
+            log.warning("web_view_without_https", bind=self.settings.bind,
+                        note="the PIN crosses the network in clear; set web.cert_file and "
+                        "web.key_file")
 
     async def close(self) -> None:
         for queue in self._clients:
@@ -186,6 +191,13 @@ class WebView:
         log.info("web_action", action=name, by=who, peer=peer, ok=reply["ok"],
                  error=reply.get("error", {}).get("code"))
         return web.json_response(reply, status=200 if reply["ok"] else 409)
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def _offer(queue: asyncio.Queue[bytes | None], frame: bytes | None) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -13,8 +15,13 @@ from edge_agent.config import Web
 from edge_agent.demo.broker import free_port
 from edge_agent.web.pin import hash_pin
 from edge_agent.web.server import WebView
+from tests.pki import make_pki
 
 PIN = "4711"
+
+
+async def nothing(*_: Any) -> Any:
+    return {}
 
 
 async def serve_and_post(settings: Web, bodies: list[Any], headers: dict[str, str] | None = None
@@ -25,9 +32,6 @@ async def serve_and_post(settings: Web, bodies: list[Any], headers: dict[str, st
     async def command(name: str, payload: bytes) -> dict[str, Any]:
         reached.append((name, payload))
         return {"command": name, "ok": True, "result": {}}
-
-    async def nothing(*_: Any) -> Any:
-        return {}
 
     view = WebView(settings, None, nothing, nothing, command)
     await view.start()
@@ -80,3 +84,24 @@ def test_an_action_from_another_origin_is_refused() -> None:
         settings, [ack()], headers={"Origin": "http://elsewhere.example"}))
     assert [403] == [s for s, _ in replies]
     assert [] == reached
+
+
+def test_https_serves_the_page_under_the_configured_certificate(tmp_path: Path) -> None:
+    pki = make_pki(tmp_path)
+    settings = Web(enabled=True, port=free_port(), cert_file=pki.server_cert,
+                   key_file=pki.server_key)
+
+    async def fetch() -> tuple[int, str]:
+        view = WebView(settings, None, nothing, nothing, nothing)
+        await view.start()
+        try:
+            trusted = ssl.create_default_context(cafile=str(pki.ca))
+            async with aiohttp.ClientSession() as session, session.get(
+                    f"https://localhost:{settings.port}/", ssl=trusted) as r:
+                return r.status, await r.text()
+        finally:
+            await view.close()
+
+    status, page = asyncio.run(fetch())
+    assert 200 == status
+    assert '<script src="/static/app.js" defer></script>' in page

@@ -128,7 +128,7 @@ function siteView() {
 function alarmsView() {
   const rows = (snap.alarms || []).map((a) => el("tr", { "data-key": a.key },
     el("td", {}, clock(a.raised_ms)),
-    el("td", {}, a.key),
+    el("td", { class: "key" }, a.key),
     el("td", {}, a.class === "alarm" ? levelName(a.level) : CLASS[a.class] || a.class),
     el("td", { class: "state" }, el("span", {}, STATE[a.state] || a.state),
        a.suppressed ? " · " + (a.suppressed === "shelved" ? _("Shelved") : _("Out of service")) : ""),
