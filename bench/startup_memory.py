@@ -33,9 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from edge_agent.demo.broker import Mosquitto, free_port
-from edge_agent.demo.platform import PlatformSubscriber
-from simulators import ModbusTcpSimulator, SimulatedDevice, load_scenario
+from sim_site import confined_space
 
 SITE = """gateway_id = "{gateway}"
 site_id = "bench-confined-space"
@@ -118,12 +116,7 @@ def stop(agent) -> float:
 def measure(work: Path, stack: contextlib.ExitStack, args: argparse.Namespace) -> tuple:
     """Run the site, the timed starts and the held run; return the raw measurements."""
     env = {**os.environ, "NUMBA_CACHE_DIR": str(work / "numba")}
-    broker = stack.enter_context(Mosquitto(workdir=work / "mosquitto"))
-    scenario, profile = load_scenario("confined_space")
-    devices = [SimulatedDevice(profile, u, scenario, seed=u) for u in (1, 2)]
-    sim = stack.enter_context(ModbusTcpSimulator(devices, port=free_port()))
-    sub = PlatformSubscriber(broker.port).start()
-    stack.callback(sub.stop)
+    broker, devices, sim, sub = confined_space(work, stack)
     ports = {"modbus_port": sim.port, "broker_port": broker.port}
 
     def run(name: str):

@@ -28,10 +28,10 @@ import time
 from pathlib import Path
 
 from playwright.sync_api import sync_playwright
+from sim_site import confined_space
 
-from edge_agent.demo.broker import Mosquitto, free_port
+from edge_agent.demo.broker import free_port
 from edge_agent.demo.platform import PlatformSubscriber
-from simulators import ModbusTcpSimulator, SimulatedDevice, load_scenario
 
 PHASE_S, CLIENTS, INTERVAL_S = 40, 5, 0.5
 TICK = os.sysconf("SC_CLK_TCK")
@@ -143,12 +143,7 @@ def main() -> None:
     results = []
     try:
         with contextlib.ExitStack() as stack:
-            broker = stack.enter_context(Mosquitto(workdir=work / "mosquitto"))
-            scenario, profile = load_scenario("confined_space")
-            devices = [SimulatedDevice(profile, u, scenario, seed=u) for u in (1, 2)]
-            sim = stack.enter_context(ModbusTcpSimulator(devices, port=free_port()))
-            sub = PlatformSubscriber(broker.port).start()
-            stack.callback(sub.stop)
+            broker, _, sim, sub = confined_space(work, stack)
             web_port = free_port()
             config = work / "site.toml"
             config.write_text(SITE.substitute(modbus_port=sim.port, broker_port=broker.port,

@@ -1,0 +1,25 @@
+"""The simulated site the benches run the agent against."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+from edge_agent.demo.broker import Mosquitto, free_port
+from edge_agent.demo.platform import PlatformSubscriber
+from simulators import ModbusTcpSimulator, SimulatedDevice, load_scenario
+
+
+def confined_space(work: Path, stack: contextlib.ExitStack
+                   ) -> tuple[Mosquitto, list[SimulatedDevice], ModbusTcpSimulator,
+                              PlatformSubscriber]:
+    """A private mosquitto, the confined-space scenario's two 4-gas detectors (units 1 and
+    2) on one Modbus TCP server, and a platform subscriber; ``stack`` stops them.
+    """
+    broker = stack.enter_context(Mosquitto(workdir=work / "mosquitto"))
+    scenario, profile = load_scenario("confined_space")
+    devices = [SimulatedDevice(profile, u, scenario, seed=u) for u in (1, 2)]
+    sim = stack.enter_context(ModbusTcpSimulator(devices, port=free_port()))
+    sub = PlatformSubscriber(broker.port).start()
+    stack.callback(sub.stop)
+    return broker, devices, sim, sub
