@@ -33,7 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from sim_site import confined_space
+from bench.sim_site import confined_space
 
 SITE = """gateway_id = "{gateway}"
 site_id = "bench-confined-space"

@@ -28,8 +28,8 @@ import time
 from pathlib import Path
 
 from playwright.sync_api import sync_playwright
-from sim_site import confined_space
 
+from bench.sim_site import confined_space
 from edge_agent.demo.broker import free_port
 from edge_agent.demo.platform import PlatformSubscriber
 

@@ -103,7 +103,7 @@ grep -q "every polled sample reached the broker" "$work/demo.log" \
     || { cat "$work/demo.log"; say "the demo lost samples"; exit 1; }
 say "demo under emulation: every sample delivered ($(since "$t") s)"
 
-inside sh -c "cd /check && $venv/bin/python bench/startup_memory.py --runs 3 --hold 15 \
+inside sh -c "cd /check && $venv/bin/python -m bench.startup_memory --runs 3 --hold 15 \
     --timeout 300" > "$work/startup.log"
 say "start to first published sample and memory under emulation (bench/startup_memory.py):"
 grep -v '^{' "$work/startup.log" | sed 's/^/    /'
