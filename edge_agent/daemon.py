@@ -425,7 +425,7 @@ class Agent:
                 self._pending_states["lifecycle"] = self.book.saved()
                 self.actions.suppress(self._suppressed())
                 self._protection = self.book.report()
-            self._pending_trend += self.trend.take_closed()
+            self._pending_trend += self.trend.take_closed(everything=stopping)
             try:
                 await loop.run_in_executor(self._writer, self._commit_pending)
                 self._counted()

@@ -58,7 +58,13 @@ class Trend:
                 b = b._replace(level=max(b.level, level))
             self._open[s.channel] = b
 
-    def take_closed(self) -> list[Bucket]:
+    def take_closed(self, everything: bool = False) -> list[Bucket]:
+        """The closed buckets; ``everything``: the filling ones too (at a stop; the buffer
+        merges a bucket stored twice).
+        """
+        if everything:
+            self._closed += self._open.values()
+            self._open = {}
         closed, self._closed = self._closed, []
         return closed
 

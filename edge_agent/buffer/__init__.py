@@ -194,8 +194,13 @@ class Buffer:
                       trend: Sequence[Bucket], trend_after_ms: int) -> int:
         with self._writing():
             if trend:
+                # A bucket stored at a stop and filled on after the restart: merged.
                 self.db.conn.executemany(
-                    "INSERT OR REPLACE INTO trend VALUES (?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO trend VALUES (?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT (channel, bucket_ms) DO UPDATE SET "
+                    "lo = min(coalesce(excluded.lo, lo), coalesce(lo, excluded.lo)), "
+                    "hi = max(coalesce(excluded.hi, hi), coalesce(hi, excluded.hi)), "
+                    "last = coalesce(excluded.last, last), level = max(level, excluded.level)",
                     [(self._channel_id(b.channel, b.unit), b.bucket_ms, b.lo, b.hi, b.last,
                       b.level) for b in trend])
                 self.db.execute("DELETE FROM trend WHERE bucket_ms < ?", [trend_after_ms])

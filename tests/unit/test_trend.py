@@ -43,3 +43,18 @@ def test_buckets_are_stored_with_a_cycle_and_the_old_ones_dropped(tmp_path: Path
     assert [(20_000, 30.0, 45.0, 31.0, 2)] == trend(buffer.path, "gas1.co", 0)
     assert [] == trend(buffer.path, "gas1.co", 30_000)
     assert [] == trend(buffer.path, "gas1.o2", 0)
+
+
+def test_a_bucket_stored_at_a_stop_merges_with_its_rest_after_the_restart(
+        tmp_path: Path) -> None:
+    before = Trend()
+    before.follow([co(1000, 5.0), co(2000, 40.0)], {"gas1.co": 2})
+    assert [] == before.take_closed()
+    stored = before.take_closed(everything=True)  # the agent stops mid-bucket
+    assert [Bucket("gas1.co", "ppm", 0, 5.0, 40.0, 40.0, 2)] == stored
+    buffer = Buffer(tmp_path / "b.db")
+    buffer.commit_cycle([], [], trend=stored)
+    after = Trend()
+    after.follow([co(7000, 3.0), co(BUCKET_MS, 3.0)], {})
+    buffer.commit_cycle([], [], trend=after.take_closed())
+    assert [(0, 3.0, 40.0, 3.0, 2)] == trend(buffer.path, "gas1.co", 0)

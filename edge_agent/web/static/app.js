@@ -8,6 +8,7 @@ let snap = null;
 let lastSnapAt = 0;
 let trendData = null;
 let live = null;
+let pressing = false;  // a finger is on the screen: a re-render now would swallow its tap
 
 const _ = (text) => messages[text] || text;  // marked for Babel's extractor (make i18n)
 const fmt = (text, args) => text.replace(/\{(\w+)\}/g, (m, k) => (k in args ? args[k] : m));
@@ -71,7 +72,7 @@ function connect() {
   live.addEventListener("snapshot", (e) => {
     snap = JSON.parse(e.data);
     lastSnapAt = Date.now();
-    render();
+    if (!pressing) render();
   });
   live.onerror = () => {
     if (live.readyState === EventSource.CLOSED) setTimeout(connect, 3000);  // e.g. busy (503)
@@ -341,6 +342,10 @@ async function start() {
   $("act-cancel").addEventListener("click", () => $("act").close());
   $("act-form").addEventListener("submit", submit);
   window.addEventListener("hashchange", render);
+  document.addEventListener("pointerdown", () => { pressing = true; });
+  for (const type of ["pointerup", "pointercancel"]) {
+    document.addEventListener(type, () => setTimeout(() => { pressing = false; }, 300));
+  }
   setInterval(showConnection, 1000);
   connect();
   render();
