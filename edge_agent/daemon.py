@@ -301,6 +301,7 @@ class Agent:
             await view.start()
         except OSError as exc:  # a convenience, never a reason to stop protecting people
             log.error("web_view_failed", bind=settings.bind, port=settings.port, error=str(exc))
+            await view.close()
             return None
         return view
 

@@ -59,10 +59,6 @@ class WebView:
         self._attempts: dict[str, RateLimit] = {}
         self._runner: web.AppRunner | None = None
 
-    @property
-    def clients(self) -> int:
-        return len(self._clients)
-
     async def start(self) -> None:
         app = web.Application(client_max_size=MAX_BODY)
         app.on_response_prepare.append(_headers)

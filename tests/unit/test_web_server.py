@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import ssl
 from pathlib import Path
 from typing import Any
@@ -105,3 +106,21 @@ def test_https_serves_the_page_under_the_configured_certificate(tmp_path: Path) 
     status, page = asyncio.run(fetch())
     assert 200 == status
     assert '<script src="/static/app.js" defer></script>' in page
+
+
+def test_a_taken_port_fails_the_start_and_leaves_nothing_running() -> None:
+    async def start_on_taken_port() -> str:
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            view = WebView(Web(enabled=True, port=taken.getsockname()[1]), None, nothing,
+                           nothing, nothing)
+            try:
+                await view.start()
+            except OSError as exc:
+                await view.close()  # what the daemon does before it goes on without the view
+                return str(exc)
+            await view.close()
+            return "started"
+
+    assert "address already in use" in asyncio.run(start_on_taken_port()).lower()
