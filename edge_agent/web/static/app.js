@@ -204,9 +204,12 @@ async function loadTrend(channel) {
 }
 
 function trendView(channel) {
-  if (!trendData || trendData.channel !== channel || Date.now() - trendData.loadedAt > 30000) {
-    if (!trendData || trendData.channel !== channel) trendData = { channel, points: [], live: [], limits: [], loadedAt: Date.now() };
-    loadTrend(channel);
+  if (!trendData || trendData.channel !== channel) {
+    trendData = { channel, points: [], live: [], limits: [], loadedAt: 0 };
+  }
+  if (Date.now() - trendData.loadedAt > 30000) {  // the buffer's buckets, every 30 s
+    trendData.loadedAt = Date.now();  // one request at a time
+    loadTrend(channel).catch(() => { trendData.loadedAt = 0; });  // again at the next update
   }
   const c = snap.channels.find((x) => x.ch === channel);
   if (c && (!trendData.live.length || trendData.live[trendData.live.length - 1][0] !== c.ts)) {
