@@ -3,7 +3,7 @@
 Messages are marked with ``_()`` in Python and in the page's script, and kept in
 gettext catalogs with Babel (``make i18n`` extracts them and updates
 ``locale/zh_CN/LC_MESSAGES/edge_agent.po``). The catalog is read from the .po at
-first use and compiled in memory, so no generated .mo file lives in the tree.
+first use, so no generated .mo file lives in the tree.
 Safety terms follow the standards' Chinese wording: 一级报警/二级报警 (GB 16808),
 故障, 屏蔽, 确认, 有限空间 (GB 30871).
 """
@@ -11,8 +11,6 @@ Safety terms follow the standards' Chinese wording: 一级报警/二级报警 (G
 from __future__ import annotations
 
 import functools
-import gettext
-import io
 import os
 from pathlib import Path
 from typing import Any
@@ -41,18 +39,6 @@ def messages(lang: str) -> dict[str, str]:
         return {}
     return {m.id: m.string for m in _catalog(lang) if isinstance(m.id, str) and m.id
             and m.string and not m.fuzzy}
-
-
-@functools.cache
-def translations(lang: str) -> gettext.NullTranslations:
-    if lang == "en":
-        return gettext.NullTranslations()
-    from babel.messages.mofile import write_mo
-
-    compiled = io.BytesIO()
-    write_mo(compiled, _catalog(lang))
-    compiled.seek(0)
-    return gettext.GNUTranslations(compiled)
 
 
 def choose(*wanted: str | None) -> str:
@@ -88,4 +74,4 @@ def current() -> str:
 
 def _(message: str) -> str:
     """``message`` in the current language."""
-    return translations(current()).gettext(message)
+    return messages(current()).get(message, message)
