@@ -4,6 +4,8 @@ temporary root; a damaged bundle is refused, and a failed upgrade rolls back."""
 
 from __future__ import annotations
 
+import json
+import os
 import platform
 import subprocess
 import sys
@@ -62,7 +64,16 @@ def test_offline_install_then_a_failed_upgrade_rolls_back(
                                  capture_output=True, text=True)
         assert checked.returncode == 0 or "skeleton" in example.name, checked.stderr
     assert (root / "etc" / "systemd" / "system" / "edge-agent.service").is_file()
-    assert any((root / "var" / "cache" / "edge-agent" / "numba").rglob("*.nbi"))
+    # The service's first start loads every kernel from the cache that install.sh filled.
+    cache = root / "var" / "cache" / "edge-agent" / "numba"
+    started = subprocess.run(
+        [str(agent.with_name("python")), "-c", "import json; from edge_agent import health; "
+         "from edge_agent.alarms import engine; engine._warm_up(); "
+         "print(json.dumps(health.numba_cache()))"],
+        capture_output=True, text=True, cwd=tmp_path,  # not the repo: the installed package
+        env={**os.environ, "NUMBA_CACHE_DIR": str(cache)})
+    assert started.returncode == 0, started.stderr
+    assert json.loads(started.stdout)["warm"], started.stdout  # loaded, none compiled
 
     # An upgrade that the config refuses goes back to the version before it. The
     # version in use is moved aside so the same bundle counts as a newer one.
