@@ -6,7 +6,8 @@
 # 2. debootstrap builds the root filesystem from this machine's apt mirror;
 # 3. the aarch64 bundle is installed inside it in a network namespace without any
 #    interface up, after a connection attempt there has failed;
-# 4. inside it: every example config validates, the kernel/twin equality tests and the
+# 4. inside it: the first start finds every kernel in the numba cache that the install
+#    filled, every example config validates, the kernel/twin equality tests and the
 #    SIGKILL-and-restart test pass, a short demo delivers every sample, and
 #    bench/startup_memory.py times the start to the first published sample.
 # The figures (bundle and installed size, times) are printed as it goes.
@@ -83,6 +84,15 @@ else:
 say "offline install under emulation: $(since "$t") s, $(du -sm "$rootfs/stage/opt" | cut -f1) MB"
 
 venv=/stage/opt/edge-agent/venv
+probe="import json; from edge_agent import health; from edge_agent.alarms import engine
+engine._warm_up(); print(json.dumps(health.numba_cache()))"
+cached=$(inside sh -c "cd / && $venv/bin/python -c '$probe'")
+case $cached in
+    *'"warm": true'*) say "the first start loads every kernel from the cache install.sh filled" ;;
+    *) say "the first start compiles its kernels: the installed cache is not used ($cached)"
+       exit 1 ;;
+esac
+
 for example in "$rootfs"/check/config/*.toml; do
     case $example in *skeleton*) continue ;; esac
     inside "$venv/bin/edge-agent" config validate "/check/config/$(basename "$example")" >/dev/null
