@@ -84,9 +84,12 @@ else:
 say "offline install under emulation: $(since "$t") s, $(du -sm "$rootfs/stage/opt" | cut -f1) MB"
 
 venv=/stage/opt/edge-agent/venv
+# The interpreter the unit's edge-agent runs with (pip wrote it into the script): the
+# probe and the tests import the agent from where the service does, and so use its cache.
+agent_python=$(head -1 "$rootfs$venv/bin/edge-agent" | cut -c3-)
 probe="import json; from edge_agent import health; from edge_agent.alarms import engine
 engine._warm_up(); print(json.dumps(health.numba_cache()))"
-cached=$(inside sh -c "cd / && $venv/bin/python -c '$probe'")
+cached=$(inside sh -c "cd / && $agent_python -c '$probe'")
 case $cached in
     *'"warm": true'*) say "the first start loads every kernel from the cache install.sh filled" ;;
     *) say "the first start compiles its kernels: the installed cache is not used ($cached)"
@@ -102,7 +105,7 @@ say "every example config validates"
 inside "$venv/bin/pip" --disable-pip-version-check --quiet install --no-index \
     --find-links /check/test-wheels pytest pytest-timeout hypothesis cryptography
 t=$(date +%s)
-inside sh -c "cd /check && $venv/bin/python -m pytest -q -p no:cacheprovider -o addopts= \
+inside sh -c "cd /check && $agent_python -m pytest -q -p no:cacheprovider -o addopts= \
     tests/unit/test_core.py tests/unit/test_rules.py tests/unit/test_jit_fallback.py \
     tests/integration/test_pipeline.py::test_kill_9_loses_nothing_committed"
 say "kernel/twin equality and SIGKILL-and-restart tests: passed in $(since "$t") s"
@@ -113,7 +116,7 @@ grep -q "every polled sample reached the broker" "$work/demo.log" \
     || { cat "$work/demo.log"; say "the demo lost samples"; exit 1; }
 say "demo under emulation: every sample delivered ($(since "$t") s)"
 
-inside sh -c "cd /check && $venv/bin/python -m bench.startup_memory --runs 3 --hold 15 \
+inside sh -c "cd /check && $agent_python -m bench.startup_memory --runs 3 --hold 15 \
     --timeout 300" > "$work/startup.log"
 say "start to first published sample and memory under emulation (bench/startup_memory.py):"
 grep -v '^{' "$work/startup.log" | sed 's/^/    /'

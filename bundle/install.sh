@@ -9,10 +9,10 @@
 #
 # Each version gets a virtualenv of its own, /opt/edge-agent/versions/<version>, and
 # /opt/edge-agent/venv points at the one in use (the unit runs venv/bin/edge-agent).
-# The link moves to a new version only once it is installed and runs; then its kernels
-# are compiled into the numba cache, and if that or a later step fails, the link goes
-# back to the previous version. The config (/etc/edge-agent) and the buffer
-# (/var/lib/edge-agent) are never touched.
+# The link moves to a new version only once it is installed, its kernels compiled into
+# the numba cache and it runs; if a step after that fails, the link goes back to the
+# previous version. The config (/etc/edge-agent) and the buffer (/var/lib/edge-agent)
+# are never touched.
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -45,18 +45,9 @@ switch() {  # point venv at versions/$1, atomically
     mv -T "$prefix/venv.switch" "$prefix/venv"
 }
 
-# Compiled now, through the link the unit runs by, so that the first start is fast: numba
-# keys its cache on the source's path as imported, and versions/<v>/... is another path
-# than venv/... A read-only install would otherwise compile at every start (FIELD_NOTES §8).
-warm() {
-    NUMBA_CACHE_DIR="$cache" "$prefix/venv/bin/python" -c \
-        "from edge_agent.alarms import engine; engine._warm_up()"
-}
-
 rollback() {
     if [ -n "$previous" ]; then
         switch "$previous"
-        warm || true  # the cache holds the new version's kernels now
         echo "error: $1; back to $previous" >&2
     else
         echo "error: $1" >&2
@@ -73,10 +64,16 @@ mkdir -p "$prefix/versions" "$cache"
 rm -rf "$target"
 "$python" -m venv "$target"
 "$target/bin/pip" install --quiet --no-index --find-links "$here/wheels" "$wheel"
+# Compiled now, by the interpreter this version's edge-agent runs with (pip writes it
+# into the script: versions/<version>/bin/python, also when the unit starts it through
+# the venv link), so the first start is fast. numba keys its cache on the path the
+# sources were imported from, so each version has cache entries of its own. A
+# read-only install would otherwise make every start compile (FIELD_NOTES.md §8).
+NUMBA_CACHE_DIR="$cache" "$target/bin/python" -c \
+    "from edge_agent.alarms import engine; engine._warm_up()"
 "$target/bin/edge-agent" version >/dev/null
 
 switch "versions/$version"
-warm || rollback "the kernels of $version did not compile"
 if [ -n "$root" ]; then
     "$prefix/venv/bin/edge-agent" install --root "$root" >/dev/null \
         || rollback "edge-agent install failed"

@@ -40,6 +40,19 @@ def _run(command: list[str], staged: bool) -> None:
                  _("fix what it says and run edge-agent install again (it can be re-run)"))
 
 
+def _program() -> Path:
+    """The edge-agent the unit runs: the one invoked when it is this agent's script, so
+    that a link on its path (/opt/edge-agent/venv, which install.sh moves on an upgrade
+    and moves back on a rollback) stays in the unit; else the one beside this Python.
+    """
+    beside = Path(sys.executable).with_name("edge-agent")
+    invoked = Path(sys.argv[0]).absolute()
+    if invoked.name == "edge-agent" and invoked.exists() and beside.exists() \
+            and invoked.resolve() == beside.resolve():
+        return invoked
+    return beside
+
+
 def _user_exists() -> bool:
     import pwd
 
@@ -64,7 +77,7 @@ def install(
     if not staged and not shutil.which("systemctl"):
         cli.fail(_("systemctl not found: this machine does not run systemd"),
                  _("install on a Debian or Raspberry Pi OS gateway, or use --root to stage"))
-    executable = Path(sys.executable).with_name("edge-agent")
+    executable = _program()
     if not executable.exists():
         cli.fail(_("{path} not found").format(path=executable),
                  _("install the agent into a virtualenv (pip install edge-agent) and run that "

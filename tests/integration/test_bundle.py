@@ -64,14 +64,18 @@ def test_offline_install_then_a_failed_upgrade_rolls_back(
                                  capture_output=True, text=True)
         assert checked.returncode == 0 or "skeleton" in example.name, checked.stderr
     assert (root / "etc" / "systemd" / "system" / "edge-agent.service").is_file()
-    # The service's first start loads every kernel from the cache that install.sh filled.
-    cache = root / "var" / "cache" / "edge-agent" / "numba"
+    # The unit runs the agent through the link that upgrades and rollbacks move, and its
+    # first start loads every kernel from the cache that install.sh filled.
+    unit = (root / "etc" / "systemd" / "system" / "edge-agent.service").read_text()
+    assert f"ExecStart={agent} run " in unit
+    python = agent.read_text().splitlines()[0].removeprefix("#!")  # what pip wrote there
     started = subprocess.run(
-        [str(agent.with_name("python")), "-c", "import json; from edge_agent import health; "
+        [python, "-c", "import json; from edge_agent import health; "
          "from edge_agent.alarms import engine; engine._warm_up(); "
          "print(json.dumps(health.numba_cache()))"],
         capture_output=True, text=True, cwd=tmp_path,  # not the repo: the installed package
-        env={**os.environ, "NUMBA_CACHE_DIR": str(cache)})
+        env={**os.environ, "NUMBA_CACHE_DIR": str(root / "var" / "cache" / "edge-agent" /
+                                                  "numba")})
     assert started.returncode == 0, started.stderr
     assert json.loads(started.stdout)["warm"], started.stdout  # loaded, none compiled
 
@@ -87,6 +91,8 @@ def test_offline_install_then_a_failed_upgrade_rolls_back(
     assert "the new version refuses" in upgrade.stderr
     assert "back to versions/0.0.0" in upgrade.stderr
     assert (root / "opt" / "edge-agent" / "venv").readlink() == Path("versions/0.0.0")
+    assert f"ExecStart={agent} run " in (root / "etc" / "systemd" / "system" /
+                                         "edge-agent.service").read_text()
 
 
 def test_a_damaged_bundle_is_refused_before_anything_changes(bundle: Path,
