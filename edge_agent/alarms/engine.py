@@ -152,6 +152,15 @@ class AlarmEngine:
                                   self._votes) if self.rules else None
 
         self._keys = self._all_keys(spec)
+        self._names = [c.name for c in chans]
+        # Each flag array's alarm keys, row by row, and back (see _to_check).
+        self._flag_keys = {fault: [f"{c.name}:{fault}" for c in chans]
+                           for fault in SENSOR_FAULTS} | {
+            kind: [f"{chans[i].name}:{kind}" for i in self._exposed]
+            for kind in EXPOSURE.values()} | {
+            "anomaly": [f"{chans[i].name}:anomaly" for i in self._scored]}
+        self._flag_rows = {kind: {key: r for r, key in enumerate(keys)}
+                           for kind, keys in self._flag_keys.items()}
         self._levels = {x.key: x.level for x in self.limits} | {
             r.key: r.level for r in self.rules} | {
             f"{chans[i].name}:{kind}": level for i in self._exposed
@@ -254,19 +263,28 @@ class AlarmEngine:
         self._step_kernels(x, ts_ms / 1000 if t is None else t, out, ts_ms)
         return out
 
+    def _to_check(self, kind: str, flags: np.ndarray) -> list[int]:
+        """The rows of ``flags`` whose alarm may have to change: flagged now, or active
+        now. Every other row is neither, so it needs no look: a poll costs what is flagged
+        or active, not a loop over every channel of the site, for every device polled.
+        """
+        rows = self._flag_rows[kind]
+        return sorted({*np.flatnonzero(flags).tolist(),
+                       *(rows[key] for key in self.active if key in rows)})
+
     def _step_kernels(self, x: np.ndarray, t: float, out: Outcome, ts_ms: int) -> None:
-        names = [c.name for c in self.specs]
+        names = self._names
         clean = x
         if self.faults is not None:
             self.faults.step(x, t)
             clean = self.faults.clean.copy()
             for fault in SENSOR_FAULTS:
-                flags = getattr(self.faults, fault)
-                for i, name in enumerate(names):
-                    key = f"{name}:{fault}"
+                flags, keys = getattr(self.faults, fault), self._flag_keys[fault]
+                for i in self._to_check(fault, flags):
+                    key = keys[i]
                     if key in self._keys and bool(flags[i]) != (key in self.active):
                         out.extend(self._transition("fault", key, bool(flags[i]), ts_ms, {
-                            "channel": name, "kind": fault, "value": _value(x[i])}))
+                            "channel": names[i], "kind": fault, "value": _value(x[i])}))
         np.copyto(self._last, clean, where=~np.isnan(clean))
 
         slopes = np.full(len(self._rate_of), np.nan)
@@ -284,18 +302,18 @@ class AlarmEngine:
         if self.exposure is not None:
             self.exposure.step(clean[self._exposed], t, self._shift_starts(t))
             for flag, kind in EXPOSURE.items():
-                for r, i in enumerate(self._exposed):
-                    key = f"{names[i]}:{kind}"
-                    active = bool(getattr(self.exposure, flag)[r])
+                flags, keys = getattr(self.exposure, flag), self._flag_keys[kind]
+                for r in self._to_check(kind, flags):
+                    i, key, active = self._exposed[r], keys[r], bool(flags[r])
                     if active != (key in self.active):
                         out.extend(self._transition("alarm", key, active, ts_ms,
                                                     self._exposure_details(i, r, kind)))
 
         if self.anomaly is not None:
             scores = self.anomaly.step(clean[self._scored], t)
-            for r, i in enumerate(self._scored):
-                key = f"{names[i]}:anomaly"
-                active = bool(self.anomaly.flagged[r])
+            flags, keys = self.anomaly.flagged, self._flag_keys["anomaly"]
+            for r in self._to_check("anomaly", flags):
+                i, key, active = self._scored[r], keys[r], bool(flags[r])
                 if active != (key in self.active):
                     out.extend(self._transition("anomaly", key, active, ts_ms, {
                         "channel": names[i], "kind": "anomaly", "score": round(float(
