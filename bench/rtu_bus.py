@@ -14,7 +14,6 @@ sizes) and the agent's CPU time per transaction (from /proc).
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -22,6 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.sim_site import cpu_s
 from edge_agent.demo.broker import Mosquitto
 from edge_agent.demo.platform import PlatformSubscriber
 from simulators import transaction_seconds
@@ -50,11 +50,6 @@ unit_id = {unit}
 profile = "generic_4gas"
 poll_interval_s = 0.1
 """
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
 def main() -> None:
@@ -91,7 +86,7 @@ def main() -> None:
                 assert platform.wait_for(lambda s=seen: view.health.get("ts") != s, 20)
                 stats = view.health["buses"]["rs485"]
                 marks.append((view.health["ts"] / 1000, stats["transactions"],
-                              cpu_seconds(agent.pid), stats))
+                              cpu_s(agent.pid), stats))
             platform.stop()
     finally:
         for proc in reversed(procs):

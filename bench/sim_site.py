@@ -1,13 +1,18 @@
-"""The simulated site the benches run the agent against."""
+"""The simulated site the benches run the agent against, and how they read a process's
+CPU time and memory.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import os
 from pathlib import Path
 
 from edge_agent.demo.broker import Mosquitto, free_port
 from edge_agent.demo.platform import PlatformSubscriber
 from simulators import ModbusTcpSimulator, SimulatedDevice, load_scenario
+
+TICK = os.sysconf("SC_CLK_TCK")
 
 
 def confined_space(work: Path, stack: contextlib.ExitStack
@@ -23,3 +28,16 @@ def confined_space(work: Path, stack: contextlib.ExitStack
     sub = PlatformSubscriber(broker.port).start()
     stack.callback(sub.stop)
     return broker, devices, sim, sub
+
+
+def cpu_s(pid: int | str) -> float:
+    """CPU seconds (user + system) a process has used; ``pid`` may be "self"."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK  # utime, stime
+
+
+def rss_mb(pid: int | str) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")

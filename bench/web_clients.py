@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
-import os
 import shutil
 import statistics
 import string
@@ -29,12 +28,11 @@ from pathlib import Path
 
 from playwright.sync_api import sync_playwright
 
-from bench.sim_site import confined_space
+from bench.sim_site import confined_space, cpu_s, rss_mb
 from edge_agent.demo.broker import free_port
 from edge_agent.demo.platform import PlatformSubscriber
 
 PHASE_S, CLIENTS, INTERVAL_S = 40, 5, 0.5
-TICK = os.sysconf("SC_CLK_TCK")
 SITE = string.Template("""gateway_id = "gw-web-bench"
 site_id = "bench-web"
 [[buses]]
@@ -67,18 +65,6 @@ path = "$buffer"
 enabled = true
 port = $web_port
 """)
-
-
-def cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK  # utime, stime
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
 
 
 def sample_times(sub: PlatformSubscriber, since_ms: float, until_ms: float

@@ -402,11 +402,14 @@ class Profile(BaseModel):
         None, description="a point that changes on every update; unchanged means stale")
     outputs: list[Output] = Field(default_factory=list)
 
+    _by_name: dict[str, Point] = PrivateAttr()  # point() runs for every value polled
+
     @model_validator(mode="after")
     def _check(self) -> Profile:
         problems = self._transport_problems() + self._name_problems()
         if problems:
             raise ValueError("; ".join(problems))
+        self._by_name = {p.name: p for p in self.points}
         return self
 
     def _transport_problems(self) -> list[str]:
@@ -470,10 +473,7 @@ class Profile(BaseModel):
         return [p for p in self.points if p.publish]
 
     def point(self, name: str) -> Point:
-        for point in self.points:
-            if point.name == name:
-                return point
-        raise KeyError(name)
+        return self._by_name[name]
 
     def interpret(self, raw: Mapping[str, float]) -> dict[str, tuple[float | None, Quality]]:
         """Engineering value and quality of every published value, from raw numbers.
