@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 from edge_agent.demo.broker import Mosquitto, free_port
@@ -28,6 +30,20 @@ def confined_space(work: Path, stack: contextlib.ExitStack
     sub = PlatformSubscriber(broker.port).start()
     stack.callback(sub.stop)
     return broker, devices, sim, sub
+
+
+def agent(config: Path, stack: contextlib.ExitStack, stop_s: float = 20
+          ) -> subprocess.Popen[bytes]:
+    """``edge-agent run`` on ``config``, its log beside it (``agent.log``), terminated
+    when ``stack`` closes.
+    """
+    log = (config.parent / "agent.log").open("wb")
+    stack.callback(log.close)
+    proc = subprocess.Popen([sys.executable, "-m", "edge_agent", "run", "--config", str(config)],
+                            stdout=log, stderr=log)
+    stack.callback(proc.wait, stop_s)
+    stack.callback(proc.terminate)
+    return proc
 
 
 def cpu_s(pid: int | str) -> float:

@@ -32,8 +32,6 @@ import itertools
 import json
 import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -42,6 +40,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from bench import sim_site
 from bench.sim_site import cpu_s, rss_mb
 from edge_agent.demo.broker import Mosquitto, free_port
 from edge_agent.profiles import ProfileLibrary
@@ -143,11 +142,7 @@ def run(rate: int, gas: str) -> dict[str, float]:
             stack.callback(counter.stop)
             config = work / "site.toml"
             config.write_text(site(work, devices, [s.port for s in servers], broker.port))
-            log = (work / "agent.log").open("wb")
-            agent = subprocess.Popen([sys.executable, "-m", "edge_agent", "run", "--config",
-                                      str(config)], stdout=log, stderr=log)
-            stack.callback(agent.wait, 30)
-            stack.callback(agent.terminate)
+            agent = sim_site.agent(config, stack, stop_s=30)
 
             deadline = time.monotonic() + 60
             while counter.samples < rate * 2:  # it publishes: then the warm-up

@@ -23,8 +23,6 @@ import contextlib
 import json
 import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -33,6 +31,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from bench import sim_site
 from edge_agent.buffer import Buffer
 from edge_agent.config import Mqtt
 from edge_agent.demo.broker import Mosquitto, free_port
@@ -179,11 +178,7 @@ def latencies(work: Path, broker: Mosquitto) -> tuple[list[float], list[float]]:
         config = work / "site.toml"
         config.write_text(SITE.format(port=sim.port, broker=broker.port,
                                       buffer=work / "latency.db"))
-        log = (work / "agent.log").open("wb")
-        agent = subprocess.Popen([sys.executable, "-m", "edge_agent", "run", "--config",
-                                  str(config)], stdout=log, stderr=log)
-        stack.callback(agent.wait, 20)
-        stack.callback(agent.terminate)
+        sim_site.agent(config, stack)
         deadline = time.monotonic() + 30
         while not writes and time.monotonic() < deadline:  # the start-up "relay off"
             time.sleep(0.05)

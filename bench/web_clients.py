@@ -19,8 +19,6 @@ import json
 import shutil
 import statistics
 import string
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -28,6 +26,7 @@ from pathlib import Path
 
 from playwright.sync_api import sync_playwright
 
+from bench import sim_site
 from bench.sim_site import confined_space, cpu_s, rss_mb
 from edge_agent.demo.broker import free_port
 from edge_agent.demo.platform import PlatformSubscriber
@@ -135,11 +134,7 @@ def main() -> None:
             config.write_text(SITE.substitute(modbus_port=sim.port, broker_port=broker.port,
                                               buffer=work / "buffer.db", web_port=web_port,
                                               interval=INTERVAL_S))
-            log = (work / "agent.log").open("wb")
-            agent = subprocess.Popen([sys.executable, "-m", "edge_agent", "run", "--config",
-                                      str(config)], stdout=log, stderr=log)
-            stack.callback(agent.wait, 20)
-            stack.callback(agent.terminate)
+            agent = sim_site.agent(config, stack)
             view = sub.gateways["gw-web-bench"]
             if not sub.wait_for(lambda: len(view.sample_seqs) > 50, 60):
                 raise RuntimeError((work / "agent.log").read_text()[-2000:])
