@@ -130,7 +130,7 @@ HexBytes = Annotated[bytes, BeforeValidator(_hex_bytes),
 
 
 class Codec(NamedTuple):
-    struct: struct.Struct
+    packing: struct.Struct
     order: tuple[int, ...] | None  # the wire bytes' big-endian order; None: as sent
     divisor: int  # 1 / scale when that is whole (0 otherwise)
 
@@ -161,7 +161,6 @@ class Point(BaseModel):
     publish: bool = Field(True, description="false for helper values (status, decimals)")
     gas: Gas | None = Field(None, description="what the value measures, for default limits")
     description: str = ""
-
 
     @field_validator("scale")
     @classmethod
@@ -203,8 +202,8 @@ class Point(BaseModel):
     def raw_from_bytes(self, wire: bytes) -> int | float:
         """The raw number from its bytes as sent (word order and bit field applied)."""
         codec = self.codec
-        raw = codec.struct.unpack(wire if codec.order is None
-                                  else bytes(wire[i] for i in codec.order))[0]
+        raw = codec.packing.unpack(wire if codec.order is None
+                                   else bytes(wire[i] for i in codec.order))[0]
         if self.bits is not None:
             lo, hi = self.bits
             raw = (raw >> lo) & ((1 << (hi - lo + 1)) - 1)
@@ -216,7 +215,7 @@ class Point(BaseModel):
             low, high = _INT_RANGE[self.type]
             raw = min(max(round(raw), low), high)  # a device clips to its range
         codec = self.codec
-        packed = codec.struct.pack(raw)
+        packed = codec.packing.pack(raw)
         return packed if codec.order is None else bytes(packed[i] for i in codec.order)
 
     def engineering(self, raw: float, decimals: int = 0) -> float:
