@@ -198,19 +198,24 @@ def test_alarm_peak_rule_of_a_twa_only_gas() -> None:
 
 
 def test_alarm_sensor_faults_and_unreliable_alarms() -> None:
-    """A stuck O2 cell raises a fault; its active alarm is marked unreliable, not ended."""
+    """A stuck O2 cell raises a fault; its active alarm is marked unreliable, not ended.
+    Once the cell moves again, the fault ends and the alarm is reliable again."""
     spec = site(ChannelSpec("gas1.o2", "gas1", "%VOL", (O2LOW,),
                             faults=FaultSpec(stuck_s=60.0, epsilon=0.0)))
     alarms = engine(spec)
     seen = []
-    for second in range(0, 120, 5):
+    for second in range(0, 200, 5):
         t = 1_000_000 + second * 1000
-        out = alarms.judge({"gas1.o2": 19.0}, t)
+        moving = second >= 120 and second % 10 == 0
+        out = alarms.judge({"gas1.o2": 19.1 if moving else 19.0}, t)
         out.extend(alarms.reliability(t))
-        seen += transitions(out)
-    assert [("gas1.o2:below:1", "raised"), ("gas1.o2:stuck", "raised"),
-            ("gas1.o2:below:1", "unreliable")] == seen
-    assert "gas1.o2:below:1" in alarms.active
+        seen += [(second, *x) for x in transitions(out)]
+        if second == 115:
+            assert "gas1.o2:below:1" in alarms.active
+    assert [(0, "gas1.o2:below:1", "raised"), (60, "gas1.o2:stuck", "raised"),
+            (60, "gas1.o2:below:1", "unreliable"),
+            (180, "gas1.o2:stuck", "returned_to_normal"),
+            (180, "gas1.o2:below:1", "reliable")] == seen
 
 
 def test_alarm_drift_between_redundant_sensors() -> None:
@@ -265,14 +270,19 @@ def test_two_of_three_detectors_and_a_faulty_voter_compensated() -> None:
 
 
 def test_alarm_anomaly_on_a_step_after_stable_readings() -> None:
+    """A short step after stable readings is an anomaly, which ends once they are stable
+    again."""
     spec = site(ChannelSpec("vent.voc", "vent", "ppm", anomaly=True))
     alarms = engine(spec)
     seen = []
-    for k in range(4000):
-        value = 1.0 + 0.01 * math.sin(k) if k < 3500 else 25.0
-        seen += transitions(alarms.judge({"vent.voc": value}, 1_000_000 + k * 1000))
-    assert ("vent.voc:anomaly", "raised") in seen
-    assert all(cls == "anomaly" for cls in [a.cls for a in alarms.active.values()])
+    for k in range(4600):
+        value = 25.0 if 3500 <= k < 3510 else 1.0 + 0.01 * math.sin(k)
+        seen += [(k, *x) for x in transitions(alarms.judge({"vent.voc": value},
+                                                           1_000_000 + k * 1000))]
+        if k == 3510:
+            assert ["anomaly"] == [a.cls for a in alarms.active.values()]
+    assert [(3500, "vent.voc:anomaly", "raised"),
+            (3900, "vent.voc:anomaly", "returned_to_normal")] == seen
 
 
 def test_alarm_snapshot_restores_every_kernel() -> None:
