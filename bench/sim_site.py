@@ -32,8 +32,8 @@ def confined_space(work: Path, stack: contextlib.ExitStack
     return broker, devices, sim, sub
 
 
-def agent(config: Path, stack: contextlib.ExitStack, stop_s: float = 20
-          ) -> subprocess.Popen[bytes]:
+def start_agent(config: Path, stack: contextlib.ExitStack, stop_s: float = 20
+                ) -> subprocess.Popen[bytes]:
     """``edge-agent run`` on ``config``, its log beside it (``agent.log``), terminated
     when ``stack`` closes.
     """

@@ -40,8 +40,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from bench import sim_site
-from bench.sim_site import cpu_s, rss_mb
+from bench.sim_site import cpu_s, rss_mb, start_agent
 from edge_agent.demo.broker import Mosquitto, free_port
 from edge_agent.profiles import ProfileLibrary
 from edge_agent.uplink import payloads
@@ -142,7 +141,7 @@ def run(rate: int, gas: str) -> dict[str, float]:
             stack.callback(counter.stop)
             config = work / "site.toml"
             config.write_text(site(work, devices, [s.port for s in servers], broker.port))
-            agent = sim_site.agent(config, stack, stop_s=30)
+            agent = start_agent(config, stack, stop_s=30)
 
             deadline = time.monotonic() + 60
             while counter.samples < rate * 2:  # it publishes: then the warm-up

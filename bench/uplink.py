@@ -31,7 +31,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from bench import sim_site
+from bench.sim_site import start_agent
 from edge_agent.buffer import Buffer
 from edge_agent.config import Mqtt
 from edge_agent.demo.broker import Mosquitto, free_port
@@ -178,7 +178,7 @@ def latencies(work: Path, broker: Mosquitto) -> tuple[list[float], list[float]]:
         config = work / "site.toml"
         config.write_text(SITE.format(port=sim.port, broker=broker.port,
                                       buffer=work / "latency.db"))
-        sim_site.agent(config, stack)
+        start_agent(config, stack)
         deadline = time.monotonic() + 30
         while not writes and time.monotonic() < deadline:  # the start-up "relay off"
             time.sleep(0.05)

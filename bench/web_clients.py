@@ -26,8 +26,7 @@ from pathlib import Path
 
 from playwright.sync_api import sync_playwright
 
-from bench import sim_site
-from bench.sim_site import confined_space, cpu_s, rss_mb
+from bench.sim_site import confined_space, cpu_s, rss_mb, start_agent
 from edge_agent.demo.broker import free_port
 from edge_agent.demo.platform import PlatformSubscriber
 
@@ -134,7 +133,7 @@ def main() -> None:
             config.write_text(SITE.substitute(modbus_port=sim.port, broker_port=broker.port,
                                               buffer=work / "buffer.db", web_port=web_port,
                                               interval=INTERVAL_S))
-            agent = sim_site.agent(config, stack)
+            agent = start_agent(config, stack)
             view = sub.gateways["gw-web-bench"]
             if not sub.wait_for(lambda: len(view.sample_seqs) > 50, 60):
                 raise RuntimeError((work / "agent.log").read_text()[-2000:])

@@ -163,8 +163,8 @@ class AlarmEngine:
                            for kind, keys in self._flag_keys.items()}
         self._levels = {x.key: x.level for x in self.limits} | {
             r.key: r.level for r in self.rules} | {
-            f"{chans[i].name}:{kind}": level for i in self._exposed
-            for kind, level in EXPOSURE_LEVEL.items()}
+            key: EXPOSURE_LEVEL[kind] for kind in EXPOSURE.values()
+            for key in self._flag_keys[kind]}
         self.active: dict[str, ActiveAlarm] = {}
         self._orphans: list[ActiveAlarm] = []
         for key, alarm in (restored or {}).items():
